@@ -1,0 +1,114 @@
+"""The Human3.6M camera model: pinhole intrinsics with radial and tangential distortion, and extrinsics
+as a rotation plus the camera centre.
+
+Conventions (those of the Human3.6M metadata and the 3d-pose-baseline ``cameras.h5``):
+
+- ``R`` (3, 3) rotates world into camera axes; ``T`` (3,) is the camera centre in world coordinates (mm):
+  ``X_cam = R (X_world - T)``. Camera axes: x right, y down, z forward (depth).
+- ``f`` (2,) focal lengths and ``c`` (2,) principal point in pixels; ``k`` (3,) radial and ``p`` (2,)
+  tangential coefficients of the Brown-Conrady model (OpenCV's ``k1 k2 k3`` / ``p1 p2``).
+
+All functions take numpy arrays of any leading shape (..., 3) and broadcast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Camera:
+    """One calibrated camera. Lengths in mm, image quantities in pixels."""
+
+    R: np.ndarray
+    T: np.ndarray
+    f: np.ndarray
+    c: np.ndarray
+    k: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    p: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    width: int = 1000
+    height: int = 1000
+    name: str = ""
+
+    def __post_init__(self):
+        self.R = np.asarray(self.R, dtype=np.float64).reshape(3, 3)
+        self.T = np.asarray(self.T, dtype=np.float64).reshape(3)
+        self.f = np.asarray(self.f, dtype=np.float64).reshape(2)
+        self.c = np.asarray(self.c, dtype=np.float64).reshape(2)
+        self.k = np.asarray(self.k, dtype=np.float64).reshape(3)
+        self.p = np.asarray(self.p, dtype=np.float64).reshape(2)
+        self.width, self.height = int(self.width), int(self.height)
+
+    def world_to_camera(self, X):
+        return world_to_camera(X, self.R, self.T)
+
+    def camera_to_world(self, X):
+        return camera_to_world(X, self.R, self.T)
+
+    def project(self, X_cam, distort: bool = True):
+        """Camera-frame points (..., 3) in mm -> pixels (..., 2)."""
+        return project(X_cam, self.f, self.c, self.k if distort else None, self.p if distort else None)
+
+    def world_to_pixels(self, X_world, distort: bool = True):
+        return self.project(self.world_to_camera(X_world), distort=distort)
+
+    def normalize(self, uv):
+        """Pixels -> VideoPose3D screen coordinates (x in [-1, 1], aspect ratio kept)."""
+        return normalize_screen_coordinates(uv, self.width, self.height)
+
+    def to_dict(self) -> dict[str, np.ndarray | int | str]:
+        return dict(R=self.R, T=self.T, f=self.f, c=self.c, k=self.k, p=self.p,
+                    width=self.width, height=self.height, name=self.name)
+
+
+def world_to_camera(X, R, T):
+    """X_cam = R (X_world - T), for points (..., 3)."""
+    return (X - T) @ R.T
+
+
+def camera_to_world(X, R, T):
+    """Inverse of :func:`world_to_camera`: X_world = R^T X_cam + T."""
+    return X @ R + T
+
+
+def project(X_cam, f, c, k=None, p=None):
+    """Perspective projection with Brown-Conrady distortion.
+
+    With (x, y) = (X/Z, Y/Z) and r^2 = x^2 + y^2:
+      radial  = 1 + k1 r^2 + k2 r^4 + k3 r^6
+      x'      = x radial + 2 p1 x y + p2 (r^2 + 2 x^2)
+      y'      = y radial + p1 (r^2 + 2 y^2) + 2 p2 x y
+      (u, v)  = f (x', y') + c
+    """
+    xy = X_cam[..., :2] / X_cam[..., 2:3]
+    if k is not None or p is not None:
+        x, y = xy[..., 0], xy[..., 1]
+        r2 = x * x + y * y
+        radial = 1.0
+        if k is not None:
+            radial = 1.0 + k[0] * r2 + k[1] * r2 * r2 + k[2] * r2 * r2 * r2
+        xd, yd = x * radial, y * radial
+        if p is not None:
+            xd = xd + 2 * p[0] * x * y + p[1] * (r2 + 2 * x * x)
+            yd = yd + p[0] * (r2 + 2 * y * y) + 2 * p[1] * x * y
+        xy = np.stack([xd, yd], axis=-1)
+    return xy * f + c
+
+
+def unproject(uv, depth, f, c):
+    """Back-project undistorted pixels (..., 2) at camera depth (...) to camera-frame points (..., 3)."""
+    xy = (uv - c) / f
+    return np.stack([xy[..., 0] * depth, xy[..., 1] * depth, depth], axis=-1)
+
+
+def normalize_screen_coordinates(uv, width: int, height: int):
+    """VideoPose3D's normalisation: [0, w] -> [-1, 1] on x, the same scale on y (keeps the aspect ratio)."""
+    return (uv / width * 2 - np.array([1.0, height / width])).astype(uv.dtype)
+
+
+def image_coordinates(xy, width: int, height: int):
+    """Inverse of :func:`normalize_screen_coordinates`."""
+    return ((xy + np.array([1.0, height / width])) * width / 2).astype(xy.dtype)
+

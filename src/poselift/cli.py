@@ -1,0 +1,37 @@
+"""The ``poselift`` command line: one entry point, one module per subcommand in ``poselift.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from poselift import __version__
+from poselift.commands import info
+from poselift.errors import InputError
+
+COMMANDS = (info,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poselift", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"poselift {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except InputError as e:
+        print(f"poselift: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("poselift: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

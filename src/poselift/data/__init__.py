@@ -1,0 +1,1 @@
+"""Datasets: the prepared-dataset layout, standard dataset readers, detections, windows for lifting."""

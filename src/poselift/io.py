@@ -1,0 +1,104 @@
+"""Atomic output files and checked readers for the small formats the CLI exchanges (npz, json, HDF5).
+
+Outputs are written under a temporary name in the destination folder and renamed at the end, so an
+interrupted or failed command never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from poselift.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_npz(path: str | os.PathLike, **arrays) -> None:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object stops numpy from appending ".npz" to the temp name
+            np.savez_compressed(f, **arrays)
+
+
+def read_json(path: str | os.PathLike):
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not valid JSON ({e})") from None
+
+
+def open_npz(path: str | os.PathLike, allow_pickle: bool = False) -> np.lib.npyio.NpzFile:
+    """Open an ``.npz`` archive, turning missing, truncated or foreign files into :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        data = np.load(path, allow_pickle=allow_pickle)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(path, f"not a readable .npz archive ({type(e).__name__}: {e})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InputError(path, "holds a single array, expected an .npz archive")
+    return data
+
+
+def npz_array(data: np.lib.npyio.NpzFile, key: str, path: str | os.PathLike):
+    """``data[key]`` or an :class:`InputError` naming the missing key and the keys that exist."""
+    if key not in data.files:
+        raise InputError(path, f"missing key '{key}' (has: {', '.join(data.files) or 'nothing'})")
+    try:
+        return data[key]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(path, f"key '{key}' is unreadable ({type(e).__name__}: {e})") from None
+
+
+def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
+    """Open an HDF5 file for reading, with a one-line error for missing, truncated or non-HDF5 files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        return h5py.File(path, mode)
+    except OSError as e:
+        raise InputError(path, f"not a readable HDF5 file ({e})") from None
+
+
+def check_finite(array: np.ndarray, path: str | os.PathLike, what: str) -> None:
+    """Raise if ``array`` holds NaN or infinite values."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise InputError(path, f"{what} has {int(bad.sum())} non-finite values (NaN or inf)")
+
+
+def check_joints(array: np.ndarray, path: str | os.PathLike, what: str, joints: int, dims: int) -> None:
+    """Raise unless ``array`` has shape (..., joints, dims)."""
+    if array.ndim < 2 or array.shape[-2:] != (joints, dims):
+        raise InputError(path, f"{what} has shape {tuple(array.shape)}, expected (..., {joints}, {dims})")
