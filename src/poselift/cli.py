@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from poselift import __version__
-from poselift.commands import info
+from poselift.commands import info, prepare
 from poselift.errors import InputError
 
-COMMANDS = (info,)
+COMMANDS = (prepare, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

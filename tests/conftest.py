@@ -1,0 +1,40 @@
+"""Shared test fixtures: paths to ../shared (skip cleanly when absent) and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("POSELIFT_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """``../shared`` beside the clone; tests that need it skip with the reason when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (a fresh clone without the developers' shared data)")
+    return SHARED
+
+
+@pytest.fixture
+def mmpose_fixtures(shared_dir) -> Path:
+    path = shared_dir / "data" / "fixtures" / "mmpose"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``poselift ARGS...`` in-process; returns (exit code, stdout, stderr)."""
+    from poselift.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
