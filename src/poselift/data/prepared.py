@@ -19,6 +19,8 @@ because its extrinsics differ by subject; 3DHP: one per test sequence).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,3 +191,30 @@ def _validate(data: PreparedDataset, path) -> None:
 
 def _str(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of an HDF5 file's content (every attribute and dataset, in sorted order), not of its bytes.
+
+    Two files with the same content hash the same even if HDF5 laid them out differently on disk; it keys
+    caches of work derived from the file (detections, windows).
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+
+    def feed(name: str, obj) -> None:
+        digest.update(name.encode())
+        attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in sorted(obj.attrs.items())}
+        digest.update(json.dumps(attrs, sort_keys=True, default=str).encode())
+        if isinstance(obj, h5py.Dataset):
+            array = obj[()]
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+
+    with open_h5(path) as f:
+        feed("/", f)
+        names: list[str] = []
+        f.visit(names.append)
+        for name in sorted(names):
+            feed(name, f[name])
+    return digest.hexdigest()
