@@ -9,13 +9,20 @@ Conventions (those of the Human3.6M metadata and the 3d-pose-baseline ``cameras.
   tangential coefficients of the Brown-Conrady model (OpenCV's ``k1 k2 k3`` / ``p1 p2``).
 
 All functions take numpy arrays of any leading shape (..., 3) and broadcast.
+
+:func:`load_mmpose_cameras` / :func:`camera_from_mmpose` read MMPose's ``cameras.pkl``, whose ``R`` is
+the transpose (camera -> world) and whose ``T`` is in metres.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from poselift.errors import InputError
 
 
 @dataclass
@@ -112,3 +119,62 @@ def image_coordinates(xy, width: int, height: int):
     """Inverse of :func:`normalize_screen_coordinates`."""
     return ((xy + np.array([1.0, height / width])) * width / 2).astype(xy.dtype)
 
+
+
+def camera_from_mmpose(entry: dict, name: str = "") -> Camera:
+    """A :class:`Camera` from one entry of MMPose's ``cameras.pkl`` (its H36M / MPI-INF-3DHP preprocessing).
+
+    MMPose stores ``R`` camera -> world (its ``SimpleCamera`` transposes it to get world -> camera) and
+    ``T`` = the camera centre in world coordinates in metres, so ``R = entry['R'].T`` and
+    ``T = 1000 * entry['T']`` (mm). ``f``, ``c`` (pixels) are required; ``k``, ``p`` default to 0 (3DHP
+    has none) and ``R``, ``T`` to the identity and 0 (3DHP's test cameras, whose poses are given in
+    camera coordinates). Raises ``KeyError`` naming a missing key.
+    """
+    missing = [key for key in ("f", "c") if key not in entry]
+    if missing:
+        raise KeyError(f"MMPose camera entry lacks {', '.join(missing)}")
+    return Camera(
+        R=np.asarray(entry.get("R", np.eye(3)), dtype=np.float64).reshape(3, 3).T,
+        T=np.asarray(entry.get("T", np.zeros(3)), dtype=np.float64).reshape(3) * 1000.0,
+        f=entry["f"], c=entry["c"],
+        k=entry.get("k", np.zeros(3)), p=entry.get("p", np.zeros(2)),
+        width=entry.get("w", 1000), height=entry.get("h", 1000),
+        name=name or str(entry.get("name", "")),
+    )
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, tuples, strings, numbers and numpy arrays only: no code runs from the file."""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_mmpose_cameras(path: str | os.PathLike) -> dict[str, Camera]:
+    """All cameras of an MMPose ``cameras.pkl``, keyed ``"S1_54138969"`` (its keys are (subject, id)
+    tuples for H36M, strings such as ``"TS1"`` for MPI-INF-3DHP)."""
+    if not os.path.isfile(path):
+        raise InputError(path, "file not found")
+    try:
+        with open(path, "rb") as f:
+            table = _ArrayUnpickler(f).load()
+    except Exception as e:  # any unpickling failure is a bad file
+        raise InputError(path, f"not a readable MMPose cameras pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(table, dict) or not table:
+        raise InputError(path, "expected a non-empty dict of cameras")
+    cameras = {}
+    for key, entry in table.items():
+        name = "_".join(map(str, key)) if isinstance(key, tuple) else str(key)
+        if not isinstance(entry, dict):
+            raise InputError(path, f"camera {name} is not a dict")
+        try:
+            cameras[name] = camera_from_mmpose(entry, name=name)
+        except (KeyError, ValueError, TypeError) as e:
+            raise InputError(path, f"camera {name}: {e}") from None
+    return cameras

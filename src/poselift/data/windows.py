@@ -1,0 +1,363 @@
+"""Windows and batches for the lifting models: 2D keypoint windows in, camera-frame 3D poses out.
+
+Three steps:
+
+1. :func:`build_views` concatenates every (sequence, camera) *view* of a prepared dataset into flat arrays
+   (:class:`Views`): screen-normalised 2D inputs and their scores, root-relative camera-frame 3D targets
+   (pelvis at exactly 0, mm), the root's camera-frame position (trajectory), and per-frame view, action
+   and frame ids. View ``v`` occupies rows ``starts[v]:ends[v]``.
+2. :func:`frame_windows` (seq2frame) and :func:`sequence_windows` (seq2seq) describe windows as a first
+   row, a length and the bounds of their view (:class:`Windows`); a batch's row indices are ONE array
+   ``first[:, None] + arange(T)`` clamped to each window's view, so frames past a view's ends repeat the
+   edge frame (VideoPose3D's ``np.pad(..., 'edge')``) and no window ever reads another view.
+3. :class:`Batches` shuffles windows (seeded, a new order per epoch), gathers them with array indexing and
+   flips a random half (or all) of each batch horizontally (:func:`poselift.skeleton.flip_poses`);
+   :func:`flip_average` is test-time flip averaging.
+
+The horizontal flip is x -> -x with left/right joints swapped, on the normalised 2D (whose x = 0 is the
+image centre) and on camera-frame 3D (a mirror about the camera's y-z plane). The two agree exactly when
+the principal point is the image centre and there is no distortion; otherwise the flip is an augmentation
+that is consistent only approximately, as in VideoPose3D.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from poselift.actions import merge_action
+from poselift.camera import normalize_screen_coordinates
+from poselift.data.detections import Detections
+from poselift.data.prepared import PreparedDataset
+from poselift.errors import InputError
+from poselift.skeleton import H36M17, flip_poses
+
+ROOT = 0  # the pelvis, joint 0 of H36M17
+_POSE_KEYS = ("inputs_2d", "scores", "targets_3d", "trajectory")
+
+
+@dataclass
+class Views:
+    """Every (sequence, camera) view of one selection, concatenated frame by frame (N rows in all)."""
+
+    inputs_2d: np.ndarray  # (N, 17, 2) float32, normalised screen coordinates of the view's camera
+    scores: np.ndarray  # (N, 17) float32 detector confidences (1 for ground-truth 2D)
+    targets_3d: np.ndarray  # (N, 17, 3) float32, camera frame, root-relative, mm
+    trajectory: np.ndarray  # (N, 3) float32, the root's camera-frame position, mm
+    valid: np.ndarray  # (N,) bool, frames with a valid 3D annotation
+    view: np.ndarray  # (N,) int64 view id
+    action: np.ndarray  # (N,) int64 index into ``actions`` (merged labels)
+    frame: np.ndarray  # (N,) int64 frame index within the sequence
+    starts: np.ndarray  # (V,) int64 first row of each view
+    ends: np.ndarray  # (V,) int64 one past the last row of each view
+    keys: list[tuple[str, str]]  # (sequence key "subject/name", camera name) per view
+    actions: tuple[str, ...]  # merged action labels, sorted
+    _doubled: dict | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return int(self.inputs_2d.shape[0])
+
+    @property
+    def num_views(self) -> int:
+        return len(self.keys)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.ends - self.starts
+
+    def poses(self) -> dict[str, np.ndarray]:
+        """The arrays a batch gathers from: inputs_2d, scores, targets_3d, trajectory."""
+        return {k: getattr(self, k) for k in _POSE_KEYS}
+
+    def doubled(self) -> dict[str, np.ndarray]:
+        """:meth:`poses` with their mirror images appended (2N rows; row r + N = row r flipped).
+
+        Built on first use and kept (it doubles those arrays' memory, ~0.4 kB per frame).
+        """
+        if self._doubled is None:
+            mirror = {"inputs_2d": flip_poses(self.inputs_2d), "targets_3d": flip_poses(self.targets_3d),
+                      "scores": self.scores[:, H36M17.flip_permutation],
+                      "trajectory": self.trajectory * np.array([-1, 1, 1], dtype=np.float32)}
+            self._doubled = {k: np.concatenate([getattr(self, k), mirror[k]]) for k in _POSE_KEYS}
+        return self._doubled
+
+
+def build_views(data: PreparedDataset, detections: Detections | None = None, split: str | None = None,
+                subjects=None, detections_path: str | os.PathLike = "detections",
+                prepared_path: str | os.PathLike | None = None) -> Views:
+    """Flatten the views of the sequences in ``split`` (and ``subjects``) into one :class:`Views`.
+
+    2D comes from ``detections`` (pixels), or from the prepared file's own ground-truth 2D with score 1
+    when ``detections`` is None. Missing sequences, other camera lists or other frame counts in the
+    detections raise :class:`InputError` naming ``detections_path``; an empty selection names
+    ``prepared_path`` (default: the dataset's name). Build it once per (dataset, detections, split)
+    and reuse it: everything later only indexes these arrays.
+    """
+    sequences = data.select(split, subjects)
+    if not sequences:
+        who = f" for subjects {list(subjects)}" if subjects else ""
+        raise InputError(prepared_path or data.dataset, f"no sequences in split {split!r}{who}")
+    actions = tuple(sorted({merge_action(s.action) for s in sequences}))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in
+                                          ("inputs_2d", "scores", "targets_3d", "trajectory", "valid",
+                                           "view", "action", "frame")}
+    keys: list[tuple[str, str]] = []
+    for s in sequences:
+        keypoints, scores = _view_2d(s, detections, detections_path)
+        valid = s.valid if s.valid is not None else np.ones(s.num_frames, dtype=bool)
+        action = actions.index(merge_action(s.action))
+        for c, name in enumerate(s.cameras):
+            cam = data.camera(s, c)
+            pose = cam.world_to_camera(s.positions_3d.astype(np.float64))
+            root = pose[:, ROOT:ROOT + 1]
+            v = len(keys)
+            keys.append((s.key, name))
+            parts["inputs_2d"].append(normalize_screen_coordinates(keypoints[c].astype(np.float64), cam.width,
+                                                                   cam.height).astype(np.float32))
+            parts["scores"].append(scores[c].astype(np.float32))
+            parts["targets_3d"].append((pose - root).astype(np.float32))  # root row: x - x = 0 exactly
+            parts["trajectory"].append(root[:, 0].astype(np.float32))
+            parts["valid"].append(valid.astype(bool))
+            parts["view"].append(np.full(s.num_frames, v, dtype=np.int64))
+            parts["action"].append(np.full(s.num_frames, action, dtype=np.int64))
+            parts["frame"].append(np.arange(s.num_frames, dtype=np.int64))
+    lengths = np.array([len(f) for f in parts["frame"]], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return Views(**{k: np.concatenate(v) for k, v in parts.items()}, starts=ends - lengths, ends=ends,
+                 keys=keys, actions=actions)
+
+
+def _view_2d(s, detections: Detections | None, path) -> tuple[np.ndarray, np.ndarray]:
+    """(C, F, 17, 2) pixels and (C, F, 17) scores of one sequence, checked against the prepared data."""
+    if detections is None:
+        return s.positions_2d, np.ones(s.positions_2d.shape[:3], dtype=np.float32)
+    if s.key not in detections.keypoints:
+        raise InputError(path, f"no detections for sequence {s.key}")
+    keypoints, scores = detections.keypoints[s.key], detections.scores[s.key]
+    if list(detections.cameras[s.key]) != list(s.cameras):
+        raise InputError(path, f"sequence {s.key}: cameras {list(detections.cameras[s.key])} differ from the "
+                               f"prepared dataset's {list(s.cameras)}")
+    if keypoints.shape[1] != s.num_frames:
+        raise InputError(path, f"sequence {s.key}: {keypoints.shape[1]} keypoint frames per camera but "
+                               f"{s.num_frames} 3D frames in the prepared dataset")
+    return keypoints, scores
+
+
+@dataclass
+class Windows:
+    """W windows of T rows of a :class:`Views`; row j of window w is ``clip(first[w] + j, lo[w], hi[w] - 1)``.
+
+    ``kind`` "frame" (seq2frame): the target is the centre row ``first + (T - 1) // 2``.
+    ``kind`` "sequence" (seq2seq): the target is every row of the window. Row j *belongs* to window w when
+    ``own[w] <= first[w] + j < hi[w]``; over all windows every frame belongs to exactly one (see :meth:`stitch`).
+    """
+
+    kind: str
+    length: int
+    first: np.ndarray  # (W,) int64 unclamped first row
+    lo: np.ndarray  # (W,) int64 first row of the window's view
+    hi: np.ndarray  # (W,) int64 one past the last row of the window's view
+    own: np.ndarray  # (W,) int64 first row this window answers for when stitching
+
+    def __len__(self) -> int:
+        return int(self.first.shape[0])
+
+    def rows(self, sel=slice(None)) -> np.ndarray:
+        """(B, T) row indices of windows ``sel``, clamped to their views (edge replication)."""
+        idx = self.first[sel, None] + np.arange(self.length)
+        return np.clip(idx, self.lo[sel, None], self.hi[sel, None] - 1)
+
+    def target_rows(self, sel=slice(None)) -> np.ndarray:
+        """(B,) centre rows (seq2frame) or (B, T) rows (seq2seq) whose 3D the windows predict."""
+        if self.kind == "frame":
+            return self.first[sel] + (self.length - 1) // 2
+        return self.rows(sel)
+
+    def belongs(self, sel=slice(None)) -> np.ndarray:
+        """(B, T) bool for seq2seq (B,) for seq2frame: outputs that are this window's frames (see class doc)."""
+        if self.kind == "frame":
+            return np.ones(len(self.first[sel]), dtype=bool)
+        idx = self.first[sel, None] + np.arange(self.length)
+        return (idx >= self.own[sel, None]) & (idx < self.hi[sel, None])
+
+    def stitch(self, outputs: np.ndarray, num_rows: int) -> np.ndarray:
+        """Per-window outputs ((W, ...) or (W, T, ...), window order) -> (num_rows, ...) in row order.
+
+        Rows no window answers for (frames not used as seq2frame centres) are NaN.
+        """
+        outputs = np.asarray(outputs)
+        tail = outputs.shape[1:] if self.kind == "frame" else outputs.shape[2:]
+        out = np.full((num_rows,) + tail, np.nan, dtype=np.result_type(outputs.dtype, np.float32))
+        keep = self.belongs()
+        out[self.target_rows()[keep]] = outputs[keep]
+        return out
+
+
+def frame_windows(views: Views, receptive_field: int, centres: np.ndarray | None = None) -> Windows:
+    """seq2frame windows: one per centre row (default: every valid frame), T = ``receptive_field`` (odd).
+
+    The input is frames t - (T-1)/2 .. t + (T-1)/2 of the centre's view, edge-replicated past its ends.
+    """
+    if receptive_field < 1 or receptive_field % 2 == 0:
+        raise ValueError(f"receptive field must be a positive odd number, got {receptive_field}")
+    centres = np.flatnonzero(views.valid) if centres is None else np.asarray(centres, dtype=np.int64)
+    view = views.view[centres]
+    return Windows("frame", receptive_field, centres - (receptive_field - 1) // 2, views.starts[view],
+                   views.ends[view], centres.copy())
+
+
+def sequence_windows(views: Views, length: int, last: str = "shift") -> Windows:
+    """seq2seq windows of ``length`` T frames, stride T inside every view (MixSTE Sec. 4.1: no overlap).
+
+    A view of L frames gets ceil(L / T) chunks starting at its start + k T. The last one, when L is not
+    a multiple of T, is either
+
+    - ``last="shift"`` (training): moved back to end at the view's end, so it overlaps its predecessor by
+      ceil(L/T) T - L frames, which belong to the predecessor when stitching; or
+    - ``last="pad"`` (evaluation in pieces): kept at start + k T and edge-padded past the view's end with
+      the last frame; the padded outputs belong to no window.
+
+    A view shorter than T is one chunk edge-padded at the end in both modes. (MixSTE/VideoPose3D pad the
+    sequence symmetrically instead; shifting keeps every training frame real when L >= T.)
+    """
+    if length < 1:
+        raise ValueError(f"sequence length must be positive, got {length}")
+    if last not in ("shift", "pad"):
+        raise ValueError(f"last must be 'shift' or 'pad', got {last!r}")
+    counts = -(-views.lengths // length)  # ceil(L / T), >= 1 for a non-empty view
+    view = np.repeat(np.arange(views.num_views), counts)
+    k = np.arange(len(view)) - np.repeat(np.cumsum(counts) - counts, counts)  # chunk number in its view
+    lo, hi = views.starts[view], views.ends[view]
+    own = lo + k * length
+    first = np.maximum(np.minimum(own, hi - length), lo) if last == "shift" else own
+    return Windows("sequence", length, first, lo, hi, own)
+
+
+def view_pieces(views: Views, v: int, length: int, last: str = "pad") -> Windows:
+    """The seq2seq pieces of view ``v`` alone (T = ``length``), for evaluating one long view in pieces.
+
+    ``model outputs (n, T, ...)`` -> ``pieces.stitch(outputs, len(views))[views.starts[v]:views.ends[v]]``
+    gives the view's L per-frame outputs in frame order.
+    """
+    w = sequence_windows(views, length, last)
+    sel = w.lo == views.starts[v]
+    return Windows(w.kind, w.length, w.first[sel], w.lo[sel], w.hi[sel], w.own[sel])
+
+
+def iter_views(views: Views, pad: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Whole views of any length, one at a time, in view order (seq2seq evaluation, or a temporal
+    convolution evaluated over a whole view as VideoPose3D's UnchunkedGenerator does).
+
+    Yields ``inputs_2d`` (1, L + 2 pad, 17, 2) and ``scores`` edge-padded by ``pad`` frames at both ends,
+    so a model with receptive field 2 pad + 1 returns L frames; ``targets_3d`` (1, L, 17, 3),
+    ``trajectory`` (1, L, 3), ``valid`` (1, L) and the ids ``view``, ``action`` (ints) and ``frame`` (L,).
+    """
+    for v in range(views.num_views):
+        a, b = int(views.starts[v]), int(views.ends[v])
+        if a == b:
+            continue  # a sequence with no frames
+        rows = np.clip(np.arange(a - pad, b + pad), a, b - 1)
+        yield {"inputs_2d": views.inputs_2d[rows][None], "scores": views.scores[rows][None],
+               "targets_3d": views.targets_3d[a:b][None], "trajectory": views.trajectory[a:b][None],
+               "valid": views.valid[a:b][None], "view": v, "action": int(views.action[a]),
+               "frame": views.frame[a:b]}
+
+
+class Batches:
+    """Batches of windows: shuffled with a per-epoch seed, gathered with array indexing, optionally flipped.
+
+    Each batch is a dict of arrays (torch tensors with ``as_torch=True``):
+
+    - ``inputs_2d`` (B, T, 17, 2), ``scores`` (B, T, 17)
+    - ``targets_3d`` (B, 17, 3) and ``trajectory`` (B, 3) for seq2frame; (B, T, 17, 3) and (B, T, 3) for
+      seq2seq, with ``mask`` (B, T): real, valid frames (False on edge padding and invalid frames)
+    - ``view``, ``action`` (B,) ids, ``frame`` (B,) or (B, T), ``window`` (B,) window indices,
+      ``flipped`` (B,) bool
+
+    ``flip``: None; "random" (each window with probability 1/2, VideoPose3D/MixSTE training); "all".
+    Iterating again starts the next epoch (new order and flips, reproducible from ``seed``).
+    """
+
+    def __init__(self, views: Views, windows: Windows, batch_size: int = 1024, shuffle: bool = True,
+                 seed: int = 0, flip: str | None = None, drop_last: bool = False, as_torch: bool = False,
+                 device=None):
+        if flip not in (None, "random", "all"):
+            raise ValueError(f"flip must be None, 'random' or 'all', got {flip!r}")
+        self.views, self.windows = views, windows
+        self.batch_size, self.shuffle, self.seed, self.flip = int(batch_size), shuffle, seed, flip
+        self.drop_last, self.as_torch, self.device = drop_last, as_torch, device
+        self.epoch = 0
+        self._rng = np.random.default_rng([seed, 1 << 32])  # flips of batches asked for one by one
+
+    def __len__(self) -> int:
+        n = len(self.windows)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        n = len(self.windows)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        for b in range(len(self)):
+            sel = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.batch(sel, self._flips(len(sel), rng))
+
+    def _flips(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.random(n) < 0.5 if self.flip == "random" else np.full(n, self.flip == "all")
+
+    def batch(self, sel: np.ndarray, flips: np.ndarray | None = None) -> dict:
+        """Gather windows ``sel``, mirrored where ``flips`` is True (default: drawn per ``flip``).
+
+        Mirrored rows are gathered from :meth:`Views.doubled` (row r + N is row r flipped) in the same
+        single gather, which is ~6x faster than flipping a gathered batch's joints.
+        """
+        views, w = self.views, self.windows
+        rows, target = w.rows(sel), w.target_rows(sel)
+        flips = self._flips(len(rows), self._rng) if flips is None else np.asarray(flips, dtype=bool)
+        src = views.doubled() if flips.any() else views.poses()
+        shift = np.where(flips, len(views), 0)
+        shift_target = shift if w.kind == "frame" else shift[:, None]
+        out = {"inputs_2d": src["inputs_2d"][rows + shift[:, None]],
+               "scores": src["scores"][rows + shift[:, None]],
+               "targets_3d": src["targets_3d"][target + shift_target],
+               "trajectory": src["trajectory"][target + shift_target]}
+        first_row = target if w.kind == "frame" else rows[:, 0]
+        out.update(view=views.view[first_row], action=views.action[first_row], frame=views.frame[target],
+                   window=np.asarray(sel, dtype=np.int64), flipped=flips)
+        if w.kind == "sequence":
+            out["mask"] = (w.first[sel, None] + np.arange(w.length) < w.hi[sel, None]) & views.valid[rows]
+        if self.as_torch:
+            import torch
+            out = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in out.items()}
+            if self.device is not None:
+                out = {k: t.to(self.device, non_blocking=True) for k, t in out.items()}
+        return out
+
+
+def flip(poses):
+    """:func:`poselift.skeleton.flip_poses` for numpy arrays or torch tensors (..., 17, D)."""
+    if isinstance(poses, np.ndarray):
+        return flip_poses(poses)
+    import torch
+    perm = torch.as_tensor(H36M17.flip_permutation, device=poses.device)
+    sign = torch.ones(poses.shape[-1], dtype=poses.dtype, device=poses.device)
+    sign[0] = -1
+    return poses.index_select(-2, perm) * sign
+
+
+def flip_average(model_fn: Callable, inputs, scores=None):
+    """Test-time flip averaging: (model(x) + flip(model(flip(x)))) / 2 (VideoPose3D, MixSTE evaluation).
+
+    With ``scores`` (B, T, 17) the model is called as ``model_fn(inputs, scores)`` and the scores are
+    left/right swapped for the flipped pass.
+    """
+    if scores is None:
+        return (model_fn(inputs) + flip(model_fn(flip(inputs)))) / 2
+    perm = H36M17.flip_permutation
+    if not isinstance(scores, np.ndarray):
+        import torch
+        perm = torch.as_tensor(perm, device=scores.device)
+    return (model_fn(inputs, scores) + flip(model_fn(flip(inputs), scores[..., perm]))) / 2
