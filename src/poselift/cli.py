@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from poselift import __version__
-from poselift.commands import info, prepare
+from poselift.commands import baseline, detect, import_detections, info, metrics, prepare
 from poselift.errors import InputError
 
-COMMANDS = (prepare, info)
+COMMANDS = (prepare, import_detections, info, detect, baseline, metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,8 @@ Layout (format ``poselift.prepared``, version 1; lengths in mm, image quantities
                                             3D (MPI-INF-3DHP) the rig has one camera with R = I, T = 0
         positions_2d   (C, F, 17, 2) float32  the dataset's own 2D per camera (ground truth)
         valid          (F,) bool, optional  frames with a valid annotation (3DHP's valid_frame)
+        positions_3d_metric (F, 17, 3) float32, optional  metric camera-frame 3D where positions_3d is a
+                                            rescaled skeleton (3DHP: positions_3d = univ_annot3, this = annot3)
 
 A rig is a set of calibrated cameras shared by several sequences (Human3.6M: one rig per subject,
 because its extrinsics differ by subject; 3DHP: one per test sequence).
@@ -49,6 +51,7 @@ class Sequence:
     positions_3d: np.ndarray  # (F, 17, 3)
     positions_2d: np.ndarray  # (C, F, 17, 2)
     valid: np.ndarray | None = None  # (F,) bool
+    positions_3d_metric: np.ndarray | None = None  # (F, 17, 3), optional (3DHP's annot3)
 
     @property
     def num_frames(self) -> int:
@@ -124,6 +127,9 @@ def write_prepared(path: str | os.PathLike, data: PreparedDataset) -> None:
                 g.create_dataset("positions_2d", data=s.positions_2d.astype(np.float32), compression="gzip")
                 if s.valid is not None:
                     g.create_dataset("valid", data=s.valid.astype(bool))
+                if s.positions_3d_metric is not None:
+                    g.create_dataset("positions_3d_metric", data=s.positions_3d_metric.astype(np.float32),
+                                     compression="gzip")
 
 
 def load_prepared(path: str | os.PathLike) -> PreparedDataset:
@@ -156,7 +162,8 @@ def _read(f: h5py.File, path: Path) -> PreparedDataset:
                 subject=subject, name=name, action=_str(g.attrs["action"]), split=_str(g.attrs["split"]),
                 rig=_str(g.attrs["rig"]), cameras=[_str(c) for c in g.attrs["cameras"]],
                 positions_3d=g["positions_3d"][()], positions_2d=g["positions_2d"][()],
-                valid=g["valid"][()] if "valid" in g else None))
+                valid=g["valid"][()] if "valid" in g else None,
+                positions_3d_metric=g["positions_3d_metric"][()] if "positions_3d_metric" in g else None))
     data = PreparedDataset(dataset=_str(f.attrs["dataset"]), fps=float(f.attrs["fps"]), rigs=rigs,
                            sequences=sequences, protocol=_str(f.attrs.get("protocol", "")),
                            source=_str(f.attrs.get("source", "")),
@@ -187,6 +194,11 @@ def _validate(data: PreparedDataset, path) -> None:
         frames = s.valid if s.valid is not None else slice(None)
         check_finite(s.positions_3d[frames], path, f"{where} positions_3d")
         check_finite(s.positions_2d[:, frames], path, f"{where} positions_2d")
+        if s.positions_3d_metric is not None:
+            if s.positions_3d_metric.shape != s.positions_3d.shape:
+                raise InputError(path, f"{where}: positions_3d_metric has shape {s.positions_3d_metric.shape}, "
+                                       f"expected {s.positions_3d.shape}")
+            check_finite(s.positions_3d_metric[frames], path, f"{where} positions_3d_metric")
 
 
 def _str(value) -> str:
