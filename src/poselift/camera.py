@@ -17,12 +17,12 @@ the transpose (camera -> world) and whose ``T`` is in metres.
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from poselift.errors import InputError
+from poselift.io import SafeUnpickler
 
 
 @dataclass
@@ -113,6 +113,25 @@ def unproject(uv, depth, f, c):
     return np.stack([xy[..., 0] * depth, xy[..., 1] * depth, depth], axis=-1)
 
 
+def fit_pinhole(points_cam: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least-squares pinhole intrinsics from camera-frame points (N, 3) and their pixels (N, 2).
+
+    Per image axis, u = f x / z + c is linear in (f, c). Returns f (2,), c (2,) and the RMS residual in
+    pixels. Points with z <= 0 are ignored.
+    """
+    front = points_cam[:, 2] > 0
+    xy = points_cam[front, :2] / points_cam[front, 2:3]
+    uv = pixels[front]
+    if len(xy) < 3:
+        raise ValueError("fewer than 3 points in front of the camera")
+    f, c = np.empty(2), np.empty(2)
+    for axis in (0, 1):
+        design = np.stack([xy[:, axis], np.ones(len(xy))], axis=1)
+        (f[axis], c[axis]), *_ = np.linalg.lstsq(design, uv[:, axis], rcond=None)
+    rms = float(np.sqrt(np.mean(np.sum((xy * f + c - uv) ** 2, axis=-1))))
+    return f, c, rms
+
+
 def normalize_screen_coordinates(uv, width: int, height: int):
     """VideoPose3D's normalisation: [0, w] -> [-1, 1] on x, the same scale on y (keeps the aspect ratio)."""
     return (uv / width * 2 - np.array([1.0, height / width])).astype(uv.dtype)
@@ -146,19 +165,6 @@ def camera_from_mmpose(entry: dict, name: str = "") -> Camera:
     )
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, tuples, strings, numbers and numpy arrays only: no code runs from the file."""
-
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
 def load_mmpose_cameras(path: str | os.PathLike) -> dict[str, Camera]:
     """All cameras of an MMPose ``cameras.pkl``, keyed ``"S1_54138969"`` (its keys are (subject, id)
     tuples for H36M, strings such as ``"TS1"`` for MPI-INF-3DHP)."""
@@ -166,7 +172,7 @@ def load_mmpose_cameras(path: str | os.PathLike) -> dict[str, Camera]:
         raise InputError(path, "file not found")
     try:
         with open(path, "rb") as f:
-            table = _ArrayUnpickler(f).load()
+            table = SafeUnpickler(f).load()
     except Exception as e:  # any unpickling failure is a bad file
         raise InputError(path, f"not a readable MMPose cameras pickle ({type(e).__name__}: {e})") from None
     if not isinstance(table, dict) or not table:

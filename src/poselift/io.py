@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -102,3 +104,48 @@ def check_joints(array: np.ndarray, path: str | os.PathLike, what: str, joints: 
     """Raise unless ``array`` has shape (..., joints, dims)."""
     if array.ndim < 2 or array.shape[-2:] != (joints, dims):
         raise InputError(path, f"{what} has shape {tuple(array.shape)}, expected (..., {joints}, {dims})")
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, strings, numbers and numpy arrays only: no code from the file runs.
+    (``_codecs.encode`` is how protocol-2 pickles, which numpy < 1.17 wrote, spell bytes.)"""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
+        (module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
+                                      "numpy._core.numeric")
+        for name in ("_reconstruct", "scalar", "_frombuffer")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_pickled_npz(path: str | Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    """The objects stored under ``keys`` of a VideoPose3D ``.npz`` (0-d object arrays holding dicts),
+    unpickled with an allow-list instead of ``np.load(allow_pickle=True)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
+            missing = [k for k in keys if k not in names]
+            if missing:
+                raise InputError(path, f"missing key '{missing[0]}' (has: {', '.join(sorted(names)) or 'nothing'})")
+            for key in keys + tuple(k for k in optional if k in names):
+                with archive.open(names[key]) as fp:
+                    version = np.lib.format.read_magic(fp)
+                    _, _, dtype = (np.lib.format.read_array_header_1_0(fp) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(fp))
+                    if not dtype.hasobject:
+                        raise InputError(path, f"key '{key}' holds a plain {dtype} array, expected a pickled dict")
+                    array = SafeUnpickler(fp).load()
+                out[key] = array.item() if isinstance(array, np.ndarray) and array.shape == () else array
+    except InputError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, pickle.UnpicklingError) as e:
+        raise InputError(path, f"not a readable .npz archive of pickled objects ({type(e).__name__}: {e})") from None
+    return out

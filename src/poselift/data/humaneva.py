@@ -32,18 +32,15 @@ distortion stays in the residual). A bad fit means the 2D and 3D disagree and is
 
 from __future__ import annotations
 
-import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from poselift.camera import Camera
-from poselift.data.mpi_inf_3dhp import fit_pinhole
+from poselift.camera import Camera, fit_pinhole
 from poselift.data.prepared import PreparedDataset, Sequence
 from poselift.errors import InputError
-from poselift.io import check_finite
+from poselift.io import check_finite, read_pickled_npz
 from poselift.skeleton import H36M17
 
 FILE_3D = "data_3d_humaneva15.npz"
@@ -153,39 +150,9 @@ def to_h36m17(points: np.ndarray) -> np.ndarray:
     return (HUMANEVA15_TO_H36M17 @ points).astype(np.float32)
 
 
-class _DataUnpickler(pickle.Unpickler):
-    """Rebuilds containers and numpy arrays only; any other class is refused, so no code in a file runs."""
-
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
 def _pickled_dict(path: Path, key: str) -> dict:
     """The dict pickled as ``key`` of the npz archive ``path`` (what ``np.savez(key=dict)`` writes)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
-            if key not in names:
-                raise InputError(path, f"missing key '{key}' (has: {', '.join(names) or 'nothing'})")
-            with archive.open(key + ".npy") as fp:
-                version = np.lib.format.read_magic(fp)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(fp)
-                if dtype != object or shape != ():
-                    raise InputError(path, f"'{key}' is a {dtype} array of shape {shape}, expected a pickled dict")
-                value = _DataUnpickler(fp).load()
-    except InputError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, AttributeError) as e:
-        raise InputError(path, f"not a readable .npz archive of pickled dicts ({type(e).__name__}: {e})") from None
-    value = value.item() if isinstance(value, np.ndarray) and value.shape == () else value
+    value = read_pickled_npz(path, (key,))[key]
     if not isinstance(value, dict):
         raise InputError(path, f"'{key}' holds a {type(value).__name__}, expected a dict")
     return value

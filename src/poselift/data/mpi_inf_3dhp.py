@@ -46,7 +46,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from poselift.camera import Camera
+from poselift.camera import Camera, fit_pinhole
 from poselift.data.prepared import PreparedDataset, Sequence
 from poselift.errors import InputError
 from poselift.io import check_finite, open_h5
@@ -82,25 +82,6 @@ def published_camera(sequence: str) -> Camera:
     f = cal["focal_mm"] * px_per_mm
     c = np.array([width / 2, height / 2]) + np.array(cal["offset_mm"]) * px_per_mm
     return Camera(R=np.eye(3), T=np.zeros(3), f=[f, f], c=c, width=width, height=height, name=CAMERA)
-
-
-def fit_pinhole(points_cam: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Least-squares pinhole intrinsics from camera-frame points (N, 3) and their pixels (N, 2).
-
-    Per image axis, u = f x / z + c is linear in (f, c). Returns f (2,), c (2,) and the RMS residual in
-    pixels. Points with z <= 0 are ignored.
-    """
-    front = points_cam[:, 2] > 0
-    xy = points_cam[front, :2] / points_cam[front, 2:3]
-    uv = pixels[front]
-    if len(xy) < 3:
-        raise ValueError("fewer than 3 points in front of the camera")
-    f, c = np.empty(2), np.empty(2)
-    for axis in (0, 1):
-        design = np.stack([xy[:, axis], np.ones(len(xy))], axis=1)
-        (f[axis], c[axis]), *_ = np.linalg.lstsq(design, uv[:, axis], rcond=None)
-    rms = float(np.sqrt(np.mean(np.sum((xy * f + c - uv) ** 2, axis=-1))))
-    return f, c, rms
 
 
 def prepare(source: Path, args=None) -> PreparedDataset:
