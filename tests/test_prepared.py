@@ -125,3 +125,15 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     with atomic_output(tmp_path / "out.txt") as tmp:
         tmp.write_text("done")
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_output_has_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "out.txt") as tmp:
+            tmp.write_text("done")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644

@@ -6,14 +6,17 @@ import argparse
 import sys
 
 from poselift import __version__
-from poselift.commands import baseline, detect, import_detections, info, metrics, prepare
+from poselift.commands import (baseline, detect, evaluate, import_checkpoint, import_detections, info, metrics,
+                               prepare, train)
 from poselift.errors import InputError
 
-COMMANDS = (prepare, import_detections, info, detect, baseline, metrics)
+COMMANDS = (prepare, import_detections, info, detect, baseline, metrics, train, evaluate, import_checkpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="poselift", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="poselift",
+        description="Monocular 3D human pose estimation: prepare datasets, detect 2D keypoints, lift them to 3D, evaluate.")
     parser.add_argument("--version", action="version", version=f"poselift {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
