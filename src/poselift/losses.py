@@ -8,7 +8,178 @@ from __future__ import annotations
 
 import torch
 
+from poselift.skeleton import MIXSTE_JOINT_WEIGHTS
+
 
 def mpjpe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean per-joint position error: mean over joints (and batch/frames) of ||pred_i - target_i||_2."""
     return torch.linalg.vector_norm(pred - target, dim=-1).mean()
+
+
+def uncertainty_loss(pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """POT's uncertainty loss (Eq. 13): mean over joints (and batch/frames) of
+    ||(pred_i - target_i) / sigma_i||^2 + log(||sigma_i||^2).
+
+    Read literally: the division is elementwise over x, y, z (sigma_i is a per-axis standard deviation,
+    as in UG-sampling, Eq. 9), the first norm is squared Euclidean, and the log is of the squared
+    Euclidean norm of sigma_i, not a sum of per-axis logs. For a residual r the minimising sigma is
+    sigma_c = sqrt(|r_c| * ||r||_1). sigma must be positive.
+    """
+    scaled = (pred - target) / sigma
+    return (scaled.square().sum(dim=-1) + torch.log(sigma.square().sum(dim=-1))).mean()
+
+
+# --- MixSTE (Zhang et al., CVPR 2022, Sec. 3.3): L = L_w + lambda_t L_t + lambda_m L_m (Eq. 9) -------------
+# Weights as the official run.py uses them: poselift.models.mixste.LOSS_WEIGHTS (1.0, 0.5, 2.0).
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` (B, T, ...) over the frames where ``mask`` (B, T) is True (all if None)."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype).reshape(*mask.shape, *([1] * (values.ndim - 2)))
+    per_frame = values[0, 0].numel()
+    return (values * m).sum() / (m.sum() * per_frame).clamp(min=1)
+
+
+def wmpjpe(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+           mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MixSTE's weighted MPJPE (Eq. 10): mean over frames and joints of w_j * ||pred_j - target_j||_2.
+
+    Poses (B, T, J, 3), weights (J,). Eq. 10 writes a squared norm; the official code (weighted_mpjpe)
+    uses the plain norm, so unit weights give exactly MPJPE. Not normalised by the weights' sum.
+    """
+    return _masked_mean(weights * torch.linalg.vector_norm(pred - target, dim=-1), mask)
+
+
+def tcloss(pred: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Temporal consistency loss (Hossain & Little, as in MixSTE's T-loss): mean over consecutive frame
+    pairs, joints and x/y/z of w_j * (p_{t+1,j} - p_{t,j})^2. Penalises any motion of the prediction;
+    independent of the target. Zero for fewer than 2 frames."""
+    if pred.shape[1] < 2:
+        return pred.sum() * 0.0
+    pairs = None if mask is None else mask[:, 1:] & mask[:, :-1]
+    return _masked_mean(weights[:, None] * torch.diff(pred, dim=1).square(), pairs)
+
+
+def mpjve(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean per-joint velocity error (VideoPose3D; MixSTE's MPJVE loss): mean over consecutive frame pairs
+    and joints of ||(p_{t+1} - p_t) - (gt_{t+1} - gt_t)||_2. Zero for fewer than 2 frames."""
+    if pred.shape[1] < 2:
+        return pred.sum() * 0.0
+    pairs = None if mask is None else mask[:, 1:] & mask[:, :-1]
+    velocity_error = torch.diff(pred, dim=1) - torch.diff(target, dim=1)
+    return _masked_mean(torch.linalg.vector_norm(velocity_error, dim=-1), pairs)
+
+
+def _mixste_weights(pose: torch.Tensor) -> torch.Tensor:
+    """MIXSTE_JOINT_WEIGHTS (Sec. 4.2: torso 1, head 1.5, middle limb 2.5, terminal limb 4) as a tensor."""
+    if pose.shape[-2] != len(MIXSTE_JOINT_WEIGHTS):
+        raise ValueError(f"MixSTE joint weights are for {len(MIXSTE_JOINT_WEIGHTS)} joints, got {pose.shape[-2]}")
+    return torch.as_tensor(MIXSTE_JOINT_WEIGHTS, dtype=pose.dtype, device=pose.device)
+
+
+def wmpjpe_term(out: dict, batch: dict) -> torch.Tensor:
+    pred = out["pose_3d"]
+    return wmpjpe(pred, batch["targets_3d"], _mixste_weights(pred), batch.get("mask"))
+
+
+def tcloss_term(out: dict, batch: dict) -> torch.Tensor:
+    pred = out["pose_3d"]
+    return tcloss(pred, _mixste_weights(pred), batch.get("mask"))
+
+
+def mpjve_term(out: dict, batch: dict) -> torch.Tensor:
+    return mpjve(out["pose_3d"], batch["targets_3d"], batch.get("mask"))
+
+
+if "LOSSES" not in globals():  # whichever loss family is added first creates the table
+    LOSSES: dict = {}  # name -> term(out, batch); a stage in params.yaml lists names and weights
+LOSSES.update({"wmpjpe": wmpjpe_term, "tcloss": tcloss_term, "mpjve": mpjve_term})
+
+
+# --- STA (attention paper, Sec. II.B.5): L = lambda_s L_s + lambda_t L_t (Eq. 15) ---------------------------
+# Both terms are MPJPE ("the mean of MPJPE"): Eq. 13-14 write sums of plain L2 norms; we average instead
+# (a constant factor the lambdas absorb). The paper gives no lambda values; we use 1 and 1 (STA_WEIGHTS).
+
+STA_WEIGHTS = {"sta_spatial": 1.0, "sta_temporal": 1.0}  # lambda_s, lambda_t (our choice)
+
+
+def _frames_3d(batch: dict) -> torch.Tensor:
+    target = batch["targets_3d"]
+    return target[:, None] if target.ndim == 3 else target  # seq2frame (B, 17, 3) -> (B, 1, 17, 3)
+
+
+def sta_spatial_term(out: dict, batch: dict) -> torch.Tensor:
+    """L_s (Eq. 13): MPJPE of the spatial transformer's per-frame 3D ``pose_3d_spatial`` (B, T, J, 3).
+
+    With seq2frame targets (one frame) only the centre frame (T - 1) // 2 has a target; with T target
+    frames (and ``mask``) every frame counts.
+    """
+    pred, target = out["pose_3d_spatial"], _frames_3d(batch)
+    if target.shape[1] == 1 and pred.shape[1] != 1:
+        centre = (pred.shape[1] - 1) // 2
+        pred = pred[:, centre:centre + 1]
+    mask = batch.get("mask") if target.shape[1] > 1 else None
+    return _masked_mean(torch.linalg.vector_norm(pred - target, dim=-1), mask)
+
+
+def sta_temporal_term(out: dict, batch: dict) -> torch.Tensor:
+    """L_t (Eq. 14): MPJPE of the final (temporal transformer) pose ``pose_3d``."""
+    target = _frames_3d(batch)
+    mask = batch.get("mask") if target.shape[1] > 1 else None
+    return _masked_mean(torch.linalg.vector_norm(out["pose_3d"] - target, dim=-1), mask)
+
+
+def sta_loss(out: dict, batch: dict, weights: dict = STA_WEIGHTS) -> torch.Tensor:
+    """Eq. 15: lambda_s L_s + lambda_t L_t (what a stage listing ``STA_WEIGHTS`` computes)."""
+    return (weights["sta_spatial"] * sta_spatial_term(out, batch)
+            + weights["sta_temporal"] * sta_temporal_term(out, batch))
+
+
+if "LOSSES" not in globals():
+    LOSSES: dict = {}
+LOSSES.update({"sta_spatial": sta_spatial_term, "sta_temporal": sta_temporal_term})
+
+
+# --- POT + UGRN (Li et al., AAAI 2023): stage I Eq. 12; stage II Eq. 14 + 0.001 Eq. 13 ---------------------
+# Weights per stage: poselift.models.pot.STAGE_LOSS_WEIGHTS. Single-frame: targets (B, 17, 3) or (B, 1, 17, 3).
+
+
+def _pot_target(batch: dict) -> torch.Tensor:
+    target = batch["targets_3d"]
+    return target[:, None] if target.ndim == 3 else target
+
+
+def pot_stage1_term(out: dict, batch: dict) -> torch.Tensor:
+    """Eq. 12: MPJPE of POT's pose Y~ (``pose_3d_stage1`` of POTUGRN, ``pose_3d`` of a bare POT)."""
+    return mpjpe(out.get("pose_3d_stage1", out["pose_3d"]), _pot_target(batch))
+
+
+def pot_refine_term(out: dict, batch: dict) -> torch.Tensor:
+    """Eq. 14: MPJPE of UGRN's refined pose Y^ (``pose_3d``)."""
+    return mpjpe(out["pose_3d"], _pot_target(batch))
+
+
+def pot_uncertainty_term(out: dict, batch: dict) -> torch.Tensor:
+    """Eq. 13 on POT's pose Y~ and UGRN's ``sigma``."""
+    return uncertainty_loss(out["pose_3d_stage1"], _pot_target(batch), out["sigma"])
+
+
+if "LOSSES" not in globals():
+    LOSSES: dict = {}
+LOSSES.update({"pot_stage1": pot_stage1_term, "pot_refine": pot_refine_term,
+               "pot_uncertainty": pot_uncertainty_term})
+
+
+# --- Plain MPJPE of the final pose (VideoPose3D, Martinez et al., PoseFormer; any model) --------------------
+
+
+def mpjpe_term(out: dict, batch: dict) -> torch.Tensor:
+    """MPJPE of ``pose_3d`` against ``targets_3d`` (B, T_out, J, 3), over the frames ``mask`` keeps (if any)."""
+    return _masked_mean(torch.linalg.vector_norm(out["pose_3d"] - batch["targets_3d"], dim=-1), batch.get("mask"))
+
+
+if "LOSSES" not in globals():
+    LOSSES: dict = {}
+LOSSES.setdefault("mpjpe", mpjpe_term)

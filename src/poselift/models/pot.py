@@ -1,0 +1,360 @@
+"""POT and UGRN: the two-stage single-frame lifter of "Pose-Oriented Transformer with Uncertainty-Guided
+Refinement for 2D-to-3D Human Pose Estimation" (Li et al., AAAI 2023).
+
+Stage I, :class:`POT`: each 2D joint is a token. Tokens get a linear embedding Z plus a keypoint position
+embedding K and a group position embedding G chosen by the joint's hop distance to the pelvis (Eq. 5),
+then pass L1 pre-LN transformer layers (Eqs. 7-8) whose pose-oriented self-attention (PO-SA) adds to every
+logit a per-head bias Phi(D(i, j)) of the two joints' hop distance (Eq. 6). A linear head gives the
+first-stage pose Y~ (J x 3).
+
+Stage II, :class:`UGRN`: an uncertainty head reads POT's features Z^{L1} and gives sigma (J x 3). In
+training Y~ is perturbed as Y- = Y~ + sigma * eps (UG-sampling, Eq. 9); concat(Y-, X) is embedded with its
+own K and G (Eq. 10) and refined by L2 layers of uncertainty-guided self-attention (UG-SA), which divides
+the logits by sqrt(d) * Sum(sigma_j) of the key joint j (Eq. 11). A linear head gives the refined pose Y^.
+
+:class:`POTUGRN` composes them: submodules ``pot`` and ``ugrn``. Stage I trains ``pot`` with Eq. 12; stage
+II freezes ``pot`` and trains ``ugrn`` with Eq. 14 + 0.001 * Eq. 13 (:func:`stage_ii_loss`; as params.yaml
+terms: :data:`STAGE_LOSS_WEIGHTS`). A stage I checkpoint of a ``POT`` loads into ``POTUGRN.pot``.
+
+Choices the paper leaves open (or where we read it one particular way):
+
+- The uncertainty head belongs to UGRN, not POT. The paper lists "Uncertainty Estimation" among UGRN's
+  components, trains L_sigma only in stage II, and freezes POT in stage II; a head inside the frozen POT
+  would never be trained. Its input is POT's Z^{L1} (after POT's final LayerNorm).
+- sigma = softplus(raw) + ``min_sigma`` (1e-4 m). Softplus grows linearly, so neither the Eq. 9 noise nor
+  the Eq. 11 divisor can explode the way exp(log sigma) can; the floor keeps Eq. 11 and Eq. 13's
+  divisions finite. The head starts sigma near ``initial_sigma`` (3 cm, a typical per-axis error; small
+  weights, bias softplus^-1) instead of softplus(0) = 0.69 m, which would swamp Y~ with noise at the
+  start of stage II.
+- sigma is a standard deviation (Eq. 9 multiplies eps by sigma; the text's "variance" disagrees).
+- Gradients are not detached: Eq. 9 is a reparameterisation "to enable correct back-propagation", so the
+  refinement loss reaches the uncertainty head through Y- and through UG-SA. Gradients into Y~ reach only
+  POT, which stage II freezes with ``requires_grad=False``; detaching would change nothing then and would
+  rule out joint fine-tuning.
+- A frozen ``pot`` (no parameter requiring grad) is kept in eval mode by :meth:`POTUGRN.train`, so POT's
+  dropout does not perturb Y~ in stage II; UG-sampling is the only noise, as the paper describes.
+- UGRN has its own K and G (Eq. 10 reuses the symbols; shared ones would be frozen with POT in stage II).
+- Phi is Linear(1, 16) -> GELU -> Linear(16, H), separate in every layer ("each PO-SA" adjusts its own
+  receptive field); 134 parameters a layer, which the Method section calls negligible. The Q/K/V
+  projections have no bias (Eq. 1 writes them as matrices). Both choices follow the parameter counts
+  below; Table 3's "+0.01M for PO-SA" would need a C-wide Phi and then Tables 4 and 6 would not match.
+- Heads are single linear layers after a final LayerNorm ("a MLP"); a C-wide hidden layer would add
+  0.01M per head and miss Table 4's 0.79M for POT.
+- Dropout (0.25) is applied after the embedding, to the attention weights, after the attention
+  projection and inside the FFN. Weights are Glorot-initialised, position embeddings N(0, 0.02^2), except
+  the regression heads: N(0, 0.01^2), since Glorot on LayerNorm'd features starts poses at ~1 m a
+  coordinate, several times a root-relative pose in metres (and made our overfitting test far slower).
+  Max-norm regularisation is the training loop's job.
+- POT-S: the paper (Tables 6-7) changes only C to 48; we keep 6 heads (head dim 8), L1 = 12, L2 = 3.
+- Eq. 3 writes the FFN with its own residual; Eq. 8 adds the residual, so we add it once.
+- T > 1 input frames are lifted independently (these are single-frame models; training uses T = 1).
+- The pelvis is predicted like any joint (targets are root-relative, so it learns to be ~0).
+
+Parameter counts (``count_parameters``) against the paper, which rounds to 0.01M. Tables 4 and 6 agree
+with ours within 1%: POT-L 0.787M (paper 0.79M), POT-L+UGRN 0.986M (0.98M), POT-S+UGRN 0.252M (0.25M;
+POT-S alone 0.201M, not given), and Table 6's L1/L2 = 4/1, 8/2, 16/4 and C = 144 rows: 0.333M, 0.660M,
+1.313M, 2.205M (0.33M, 0.66M, 1.31M, 2.20M). Table 3 lists 0.97-0.98M for POT ablations without UGRN,
+which contradicts Table 4's 0.79M but matches the POT+UGRN total, so we read Table 3 as counting the
+whole two-stage model; its 0.97M -> 0.98M step for PO-SA is what we do not reproduce (ours: +0.0016M).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from poselift.losses import mpjpe, uncertainty_loss
+from poselift.skeleton import H36M17, POT_GROUPS
+
+UNCERTAINTY_WEIGHT = 1e-3  # lambda of the stage II loss (paper: "We set lambda to 0.001")
+
+
+# --- shared building blocks --------------------------------------------------------------------------
+
+
+class JointEmbedding(nn.Module):
+    """Z^(0)_i = Z_i + K_i + G_phi(i) (Eqs. 5 and 10): linear embedding + keypoint and group embeddings."""
+
+    def __init__(self, in_features: int, dim: int, groups: np.ndarray, dropout: float):
+        super().__init__()
+        groups = torch.as_tensor(np.asarray(groups), dtype=torch.long)
+        self.linear = nn.Linear(in_features, dim)  # X_i -> Z_i
+        self.keypoint = nn.Parameter(torch.zeros(len(groups), dim))  # K, one row per joint
+        self.group = nn.Parameter(torch.zeros(int(groups.max()) + 1, dim))  # G, one row per group
+        self.register_buffer("groups", groups, persistent=False)  # phi(i)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.linear(x) + self.keypoint + self.group[self.groups])
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over joints (Eqs. 1-2); subclasses change how the logits A are formed."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)  # P^Q, P^K, P^V (Eq. 1): matrices, no bias
+        self.proj = nn.Linear(dim, dim)  # mixes the concatenated heads
+        self.attn_drop = nn.Dropout(dropout)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def logits(self, q: torch.Tensor, k: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # Eq. 2
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, J, C) -> q, k, v, each (N, H, J, d)."""
+        n, j, _ = x.shape
+        q, k, v = self.qkv(x).reshape(n, j, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def weights(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """softmax(A): (N, H, J_query, J_key) attention weights, before dropout."""
+        q, k, _ = self.split(x)
+        return self.logits(q, k, context).softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split(x)
+        w = self.attn_drop(self.logits(q, k, context).softmax(dim=-1))
+        out = (w @ v).transpose(1, 2).flatten(2)  # concatenate the heads
+        return self.proj_drop(self.proj(out))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN transformer layer: Z' = SA(LN(Z)) + Z (Eq. 7); Z = FFN(LN(Z')) + Z' (Eq. 8)."""
+
+    def __init__(self, attention: Attention, dim: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attention
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(  # Eq. 3: MLP(GELU(MLP(x))); its residual is the one of Eq. 8
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        z = self.attn(self.norm1(z), context) + z  # Eq. 7
+        return self.ffn(self.norm2(z)) + z  # Eq. 8
+
+
+def glorot_init(module: nn.Module, head: nn.Linear) -> None:
+    """Glorot (Xavier) uniform weights and zero biases for every Linear (paper: Implementation details),
+    except the regression ``head``: N(0, 0.01^2) weights, so first poses are ~0.1 m rather than ~1 m."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, JointEmbedding):
+            nn.init.normal_(m.keypoint, std=0.02)
+            nn.init.normal_(m.group, std=0.02)
+    nn.init.normal_(head.weight, std=0.01)
+
+
+def _check_joints(name: str, x: torch.Tensor, num_joints: int, features: int) -> None:
+    if x.ndim != 4 or x.shape[-2:] != (num_joints, features):
+        raise ValueError(f"{name} must be (B, T, {num_joints}, {features}), got {tuple(x.shape)}")
+
+
+# --- stage I: Pose-Oriented Transformer --------------------------------------------------------------
+
+
+class PoseOrientedAttention(Attention):
+    """PO-SA (Eq. 6): A_ij = q_i k_j^T / sqrt(d) + Phi(D(i, j)), Phi an MLP from hop distance to H biases."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, distance_hidden: int):
+        super().__init__(dim, heads, dropout)
+        self.phi = nn.Sequential(nn.Linear(1, distance_hidden), nn.GELU(), nn.Linear(distance_hidden, heads))
+
+    def distance_bias(self, hop_distance: torch.Tensor) -> torch.Tensor:
+        """Phi(D): (J, J) hop distances -> (H, J, J) attention biases."""
+        return self.phi(hop_distance.unsqueeze(-1)).permute(2, 0, 1)
+
+    def logits(self, q: torch.Tensor, k: torch.Tensor, hop_distance: torch.Tensor) -> torch.Tensor:
+        return super().logits(q, k, hop_distance) + self.distance_bias(hop_distance)
+
+
+class POT(nn.Module):
+    """Pose-Oriented Transformer: 2D joints (B, T, J, 2) -> first-stage 3D pose Y~ and features Z^{L1}.
+
+    POT-L: dim=96, heads=6, depth=12 (the defaults); POT-S: dim=48. ``hop_distance`` (J x J) and
+    ``groups`` (J group indices) default to the Human3.6M-17 skeleton.
+    """
+
+    def __init__(self, num_joints: int = 17, dim: int = 96, heads: int = 6, depth: int = 12,
+                 mlp_ratio: float = 1.5, dropout: float = 0.25, hop_distance: np.ndarray | None = None,
+                 groups: np.ndarray | None = None, distance_hidden: int = 16):
+        super().__init__()
+        hop_distance = H36M17.hop_distance() if hop_distance is None else np.asarray(hop_distance)
+        groups = POT_GROUPS if groups is None else np.asarray(groups)
+        if hop_distance.shape != (num_joints, num_joints) or groups.shape != (num_joints,):
+            raise ValueError(f"hop_distance must be ({num_joints}, {num_joints}) and groups ({num_joints},)")
+        self.num_joints, self.dim = num_joints, dim
+        self.register_buffer("hop_distance", torch.as_tensor(hop_distance, dtype=torch.float32),
+                             persistent=False)  # D(i, j)
+        self.embed = JointEmbedding(2, dim, groups, dropout)  # Eq. 5
+        self.layers = nn.ModuleList(
+            EncoderLayer(PoseOrientedAttention(dim, heads, dropout, distance_hidden), dim, mlp_ratio, dropout)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 3)  # regression head -> Y~
+        glorot_init(self, self.head)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, J, 2) 2D joints -> (N, J, C) features Z^{L1} (after the final LayerNorm)."""
+        z = self.embed(x)
+        for layer in self.layers:  # Eqs. 6-8, L1 times
+            z = layer(z, self.hop_distance)
+        return self.norm(z)
+
+    def forward(self, inputs_2d: torch.Tensor) -> dict[str, torch.Tensor]:
+        _check_joints("inputs_2d", inputs_2d, self.num_joints, 2)
+        b, t = inputs_2d.shape[:2]
+        z = self.encode(inputs_2d.flatten(0, 1))
+        return {"pose_3d": self.head(z).unflatten(0, (b, t)), "features": z.unflatten(0, (b, t))}
+
+
+# --- stage II: Uncertainty-Guided Refinement Network ------------------------------------------------
+
+
+class UncertaintyHead(nn.Module):
+    """Z^{L1} (..., C) -> sigma (..., 3) = softplus(Linear(Z)) + min_sigma, in metres."""
+
+    def __init__(self, dim: int, min_sigma: float = 1e-4, initial_sigma: float = 0.03):
+        super().__init__()
+        if not 0 < min_sigma < initial_sigma:
+            raise ValueError("need 0 < min_sigma < initial_sigma")
+        self.min_sigma, self.initial_sigma = min_sigma, initial_sigma
+        self.linear = nn.Linear(dim, 3)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.linear.weight, std=0.01)  # small, like the regression heads
+        # softplus^-1(initial - min) = log(expm1(initial - min)): sigma starts near initial_sigma
+        nn.init.constant_(self.linear.bias, math.log(math.expm1(self.initial_sigma - self.min_sigma)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.linear(features)) + self.min_sigma
+
+
+class UncertaintyGuidedAttention(Attention):
+    """UG-SA (Eq. 11): A_ij = q_i k_j^T / (sqrt(d) * Sum(sigma_j)), sigma_j the key joint's 3 uncertainties.
+
+    A larger Sum(sigma_j) pulls the logits of key j towards 0: it lowers j's weight where q_i k_j > 0
+    (the paper's intent) but raises it towards uniform where q_i k_j < 0, exactly as Eq. 11 is written.
+    """
+
+    def logits(self, q: torch.Tensor, k: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        temperature = sigma.sum(dim=-1)[:, None, None, :]  # (N, 1, 1, J_key)
+        return super().logits(q, k, sigma) / temperature
+
+
+class UGRN(nn.Module):
+    """Uncertainty-Guided Refinement Network: (X, Y~, Z^{L1}) -> sigma and the refined pose Y^.
+
+    ``pot_dim`` is the width of POT's features (defaults to ``dim``); ``groups`` defaults to POT_GROUPS.
+    """
+
+    def __init__(self, num_joints: int = 17, dim: int = 96, heads: int = 6, depth: int = 3,
+                 mlp_ratio: float = 1.5, dropout: float = 0.25, groups: np.ndarray | None = None,
+                 pot_dim: int | None = None, min_sigma: float = 1e-4, initial_sigma: float = 0.03):
+        super().__init__()
+        groups = POT_GROUPS if groups is None else np.asarray(groups)
+        if groups.shape != (num_joints,):
+            raise ValueError(f"groups must be ({num_joints},)")
+        self.num_joints, self.dim, self.pot_dim = num_joints, dim, pot_dim or dim
+        self.embed = JointEmbedding(5, dim, groups, dropout)  # Eq. 10 on concat(Y-, X)
+        self.layers = nn.ModuleList(
+            EncoderLayer(UncertaintyGuidedAttention(dim, heads, dropout), dim, mlp_ratio, dropout)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 3)  # regression head -> Y^
+        glorot_init(self, self.head)
+        self.uncertainty_head = UncertaintyHead(self.pot_dim, min_sigma, initial_sigma)
+
+    def sample(self, pose: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """UG-sampling (Eq. 9): Y- = Y~ + sigma * eps, eps ~ N(0, 1), in training; Y- = Y~ in eval."""
+        return pose + sigma * torch.randn_like(pose) if self.training else pose
+
+    def refine(self, x: torch.Tensor, pose: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """(N, J, 2) 2D joints, (N, J, 3) sampled pose Y-, (N, J, 3) sigma -> (N, J, 3) refined pose Y^."""
+        z = self.embed(torch.cat([pose, x], dim=-1))  # X~ = Concat(Y-, X)
+        for layer in self.layers:  # UG-SA layers, L2 times
+            z = layer(z, sigma)
+        return self.head(self.norm(z))
+
+    def forward(self, inputs_2d: torch.Tensor, pose_stage1: torch.Tensor,
+                features: torch.Tensor) -> dict[str, torch.Tensor]:
+        _check_joints("inputs_2d", inputs_2d, self.num_joints, 2)
+        _check_joints("pose_stage1", pose_stage1, self.num_joints, 3)
+        _check_joints("features", features, self.num_joints, self.pot_dim)
+        b, t = inputs_2d.shape[:2]
+        sigma = self.uncertainty_head(features)
+        x, y, s = inputs_2d.flatten(0, 1), pose_stage1.flatten(0, 1), sigma.flatten(0, 1)
+        refined = self.refine(x, self.sample(y, s), s)
+        return {"pose_3d": refined.unflatten(0, (b, t)), "sigma": sigma}
+
+
+# --- the two-stage model and its losses ---------------------------------------------------------------
+
+
+class POTUGRN(nn.Module):
+    """POT followed by UGRN. forward -> {"pose_3d": Y^, "pose_3d_stage1": Y~, "sigma": sigma}.
+
+    The defaults are the paper's model (POT-L + UGRN, L1 = 12, L2 = 3, 0.98M parameters); dim=48 gives the
+    S model. Both stages share num_joints, dim, heads, mlp_ratio, dropout and the skeleton arguments.
+    """
+
+    def __init__(self, num_joints: int = 17, dim: int = 96, heads: int = 6, pot_depth: int = 12,
+                 ugrn_depth: int = 3, mlp_ratio: float = 1.5, dropout: float = 0.25,
+                 hop_distance: np.ndarray | None = None, groups: np.ndarray | None = None,
+                 distance_hidden: int = 16):
+        super().__init__()
+        self.pot = POT(num_joints, dim, heads, pot_depth, mlp_ratio, dropout, hop_distance, groups, distance_hidden)
+        self.ugrn = UGRN(num_joints, dim, heads, ugrn_depth, mlp_ratio, dropout, groups)
+
+    @property
+    def pot_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.pot.parameters())
+
+    def train(self, mode: bool = True) -> POTUGRN:
+        """As nn.Module.train, except that a frozen ``pot`` stays in eval mode (no dropout on Y~)."""
+        super().train(mode)
+        if self.pot_frozen:
+            self.pot.eval()
+        return self
+
+    def forward(self, inputs_2d: torch.Tensor) -> dict[str, torch.Tensor]:
+        stage1 = self.pot(inputs_2d)
+        stage2 = self.ugrn(inputs_2d, stage1["pose_3d"], stage1["features"])
+        return {"pose_3d": stage2["pose_3d"], "pose_3d_stage1": stage1["pose_3d"], "sigma": stage2["sigma"]}
+
+
+def stage_ii_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor,
+                  uncertainty_weight: float = UNCERTAINTY_WEIGHT) -> torch.Tensor:
+    """L_stageII = L_refine (Eq. 14) + lambda * L_sigma (Eq. 13). Stage I is mpjpe on POT's pose (Eq. 12).
+
+    The same sums as the params.yaml terms in :data:`STAGE_LOSS_WEIGHTS` (:data:`poselift.losses.LOSSES`).
+    """
+    refine = mpjpe(outputs["pose_3d"], target)
+    return refine + uncertainty_weight * uncertainty_loss(outputs["pose_3d_stage1"], target, outputs["sigma"])
+
+
+# Loss terms and weights per stage, by their names in poselift.losses.LOSSES. Stage II also freezes "pot".
+STAGE_LOSS_WEIGHTS = {
+    "stage1": {"pot_stage1": 1.0},  # Eq. 12
+    "stage2": {"pot_refine": 1.0, "pot_uncertainty": UNCERTAINTY_WEIGHT},  # Eq. 14 + lambda Eq. 13
+}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
