@@ -15,15 +15,6 @@ from poselift.models import MODELS
 from poselift.models.baselines import LinearBaseline, MaxNormLinear, MeanPose, TemporalConvNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two contended ones on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -139,15 +139,6 @@ def test_position_embeddings_are_added_in_the_first_loop_only():
 # --- training -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not fight parallel test runs for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def smooth_clips(n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """2D joints moving linearly (n, frames, 17, 2) and 3D targets from a fixed random map of each joint
     and its parent plus a per-joint offset: the model must know which joint is which and read its parent."""
@@ -160,7 +151,7 @@ def smooth_clips(n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, x @ a.T + x[:, :, parents] @ b.T + c
 
 
-def test_overfits_a_small_batch_with_the_paper_loss(one_thread):
+def test_overfits_a_small_batch_with_the_paper_loss():
     inputs, poses = smooth_clips(2, 9)
     model = tiny(num_frames=9, embed_dim=32, num_heads=4).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -43,15 +43,6 @@ def linear_map_batch(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return x, y + 0.003 * torch.randn(y.shape, generator=g)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread (and leave the other cores to other work)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- PO-SA and position embeddings (Eqs. 5-6) --------------------------------------------------------
 
 
@@ -248,7 +239,7 @@ def fit(model, x, y, loss_fn, steps, lr=3e-3):
     model.eval()
 
 
-def test_pot_then_ugrn_overfit_a_small_batch(one_thread):
+def test_pot_then_ugrn_overfit_a_small_batch():
     """Stage I then stage II on 64 fixed pairs: each loss ends below 10% of its start and of predicting 0."""
     torch.manual_seed(4)
     x, y = linear_map_batch()

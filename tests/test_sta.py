@@ -16,15 +16,6 @@ from poselift.models.sta import (AFTER_MLP, AFTER_MSA, BEFORE_MSA, Block, ConvAt
 TINY = dict(num_joints=17, embed_dim_ratio=8, depth=2, num_heads=2, drop_path_rate=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run ~10x faster on one thread than on a busy machine's contended OpenMP pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def official_shapes(frames: int, joints: int = 17, ratio: int = 32, depth: int = 4, mlp_ratio: float = 2.0,
                     chans: int = 2) -> list[tuple[str, tuple[int, ...]]]:
     """State-dict keys and shapes of the official PoseTransformer (zczcwh/PoseFormer,

@@ -1,0 +1,134 @@
+"""params.yaml's datasets / models / experiments sections (poselift.experiments) and their one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from poselift.errors import InputError
+from poselift.experiments import STAGE_KEYS, experiment_names, load_experiment
+from poselift.models import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = {
+    "datasets": {"toy": {"reader": "h36m", "validation_split": "test", "source": "somewhere"}},
+    "models": {"small": {"class": "martinez", "linear_size": 16, "num_blocks": 1},
+               "conv": {"class": "videopose3d", "filter_widths": [3, 3], "channels": 8}},
+    "experiments": {"x": {"dataset": "toy", "detector": "synthetic", "stages": [
+        {"name": "a", "model": "small", "epochs": 2, "batch_size": 8, "lr": 1e-3, "losses": {"mpjpe": 1.0}},
+        {"name": "b", "model": "small", "epochs": 3, "batch_size": 8, "lr": "1e-4", "losses": {"mpjpe": 1.0},
+         "init": {"": 1}, "freeze": ["blocks"], "schedule": {"gamma": 0.96, "every": 4}},
+    ]}},
+}
+
+
+def _write(tmp_path, params) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _edit(change) -> dict:
+    import copy
+
+    params = copy.deepcopy(GOOD)
+    change(params)
+    return params
+
+
+def test_a_good_experiment_is_read_with_defaults_and_layout(tmp_path):
+    exp = load_experiment("x", _write(tmp_path, GOOD))
+    a, b = exp.stages
+    assert (a.number, a.name, a.model.cls, a.model.args) == (1, "a", "martinez", {"linear_size": 16, "num_blocks": 1})
+    assert (a.window, a.optimizer, a.schedule, a.max_norm, a.select) == (1, "adam", {"gamma": 1.0, "every": 1},
+                                                                          None, "best")
+    assert b.lr == 1e-4  # PyYAML reads "1e-4" as a string; it is accepted as a number
+    assert (b.init, b.freeze, b.schedule) == ({"": 1}, ["blocks"], {"gamma": 0.96, "every": 4})
+    assert exp.dataset.validation_split == "test" and exp.dataset.options == {"source": "somewhere"}
+    assert exp.prepared_path() == Path("data/prepared/toy.h5")
+    assert exp.detections_path() == Path("data/detections/toy/synthetic.h5")
+    assert exp.stage_dir(2) == Path("results/x/stage2")
+    assert exp.evaluation_dir() == Path("results/x/evaluation")
+    assert set(a.config()) == {"number", *STAGE_KEYS}
+
+
+def test_the_prepared_detector_means_no_detections_file(tmp_path):
+    exp = load_experiment("x", _write(tmp_path, _edit(lambda p: p["experiments"]["x"].update(detector="prepared"))))
+    assert exp.detections_path() is None
+
+
+def test_every_repository_experiment_is_valid():
+    """The shipped params.yaml: every preset names a real class with real constructor arguments, every
+    loss term exists, every init/freeze refers to an earlier stage and a real submodule."""
+    import torch
+
+    from poselift.train import submodule
+
+    names = experiment_names(REPO / "params.yaml")
+    assert {"pot-ugrn-cpu", "mixste-cpu", "pot-ugrn-h36m", "mixste-h36m", "poseformer-h36m"} <= set(names)
+    for name in names:
+        exp = load_experiment(name, REPO / "params.yaml")
+        for stage in exp.stages:
+            try:
+                with torch.device("meta"):  # shapes only: paper-sized models cost no memory or time
+                    model = MODELS[stage.model.cls](**stage.model.args)
+            except (RuntimeError, NotImplementedError):  # a constructor that needs real values
+                model = MODELS[stage.model.cls](**stage.model.args)
+            assert getattr(model, "output_frames", None) in ("centre", "all"), stage.model.cls
+            for sub in [*stage.init, *stage.freeze]:
+                submodule(model, sub, "params.yaml")
+
+
+BAD = [
+    ("unknown model class", lambda p: p["models"]["small"].update({"class": "nope"}),
+     "models.small.class: unknown model class 'nope'"),
+    ("unknown loss term", lambda p: p["experiments"]["x"]["stages"][0]["losses"].update(l3=1.0),
+     "experiments.x.stages[1].losses: unknown loss term 'l3'"),
+    ("missing key", lambda p: p["experiments"]["x"]["stages"][0].pop("epochs"),
+     "experiments.x.stages[1]: missing key 'epochs'"),
+    ("misspelt key", lambda p: p["experiments"]["x"]["stages"][0].update(learning_rate=1.0),
+     "experiments.x.stages[1].learning_rate: unknown key"),
+    ("bad number", lambda p: p["experiments"]["x"]["stages"][0].update(lr="fast"),
+     "experiments.x.stages[1].lr: expected a finite number"),
+    ("init from a later stage", lambda p: p["experiments"]["x"]["stages"][0].update(init={"": 2}),
+     "experiments.x.stages[1].init.(whole model): stage 2 is not an earlier stage"),
+    ("unknown model argument", lambda p: p["models"]["small"].update(width=3),
+     "models.small.width: not an argument of LinearBaseline"),
+    ("unknown dataset", lambda p: p["experiments"]["x"].update(dataset="elsewhere"),
+     "experiments.x.dataset: unknown dataset 'elsewhere'"),
+    ("unknown reader", lambda p: p["datasets"]["toy"].update(reader="nope"),
+     "datasets.toy.reader: unknown reader 'nope'"),
+    ("no stages", lambda p: p["experiments"]["x"].update(stages=[]),
+     "experiments.x.stages: expected a non-empty list"),
+]
+
+
+@pytest.mark.parametrize("change,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_params_exit_2_with_one_line_naming_the_file_and_key(tmp_path, run_cli, change, message):
+    params = _write(tmp_path, _edit(change))
+    code, out, err = run_cli("train", "--params", params, "--experiment", "x", "--stage", "1",
+                             "--out", tmp_path / "out", "--tracking-uri", "off")
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith(f"poselift: error: {params}: ")
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_stage_number_out_of_range_and_unknown_experiment(tmp_path, run_cli):
+    params = _write(tmp_path, GOOD)
+    code, _, err = run_cli("train", "--params", params, "--experiment", "x", "--stage", "3", "--tracking-uri", "off")
+    assert code == 2 and f"{params}: experiments.x: no stage 3 (stages are numbered 1..2)" in err
+    code, _, err = run_cli("evaluate", "--params", params, "--experiment", "y", "--tracking-uri", "off")
+    assert code == 2 and f"{params}: experiments: no experiment 'y' (known: x)" in err
+    code, _, err = run_cli("train", "--params", tmp_path / "absent.yaml", "--experiment", "x", "--stage", "1")
+    assert code == 2 and "absent.yaml: file not found" in err
+
+
+def test_a_yaml_syntax_error_is_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("experiments: {x: [\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_experiment("x", path)
