@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # Where the Bandai-Namco mirror is; without one, `poselift prepare bandai` downloads from upstream.
 export POSELIFT_BANDAI_MIRROR ?= $(abspath ../shared/data/bandai-namco)
 
-.PHONY: run test venv clean
+.PHONY: run test venv clean mlflow-ui
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -22,14 +22,18 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The workflow (Snakefile) on the embedded default: every experiment of params.yaml whose data can be made
+# here (the open benchmark's, CPU-sized; the Human3.6M ones need their sources set), on this machine's CPU,
+# then the self-contained HTML report. Snakemake's jobs call `poselift`, hence the venv first on PATH.
 run: $(STAMP)
-	$(BIN)/poselift prepare bandai --subset cpu --out data/bandai-cpu.h5
-	$(BIN)/poselift info data/bandai-cpu.h5
-	$(BIN)/poselift detect --prepared data/bandai-cpu.h5 --detector synthetic --out data/bandai-cpu.det-synthetic.h5
-	$(BIN)/poselift baseline mean-pose --prepared data/bandai-cpu.h5 --out-dir results/bandai-cpu/mean-pose
-	$(BIN)/poselift metrics --pred results/bandai-cpu/mean-pose/predictions.npz \
-	    --gt results/bandai-cpu/mean-pose/targets.npz --actions results/bandai-cpu/mean-pose/actions.json \
-	    --sequences results/bandai-cpu/mean-pose/sequences.json --out results/bandai-cpu/mean-pose/metrics.json
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local all
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --report reports/report.html
+
+# Browse the MLflow runs of every train and evaluate job (default store: ./mlflow.db) at http://127.0.0.1:5000
+MLFLOW_STORE ?= sqlite:///mlflow.db
+MLFLOW_PORT ?= 5000
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 clean:
 	rm -rf $(VENV) results

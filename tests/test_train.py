@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -113,10 +114,11 @@ def make_prepared(path):
     seqs = []
     for subject, name, split, n in SEQUENCES:
         t = np.arange(n)[:, None, None]
-        amp, freq, phase = rng.uniform(30, 150, (1, 17, 3)), rng.uniform(0.05, 0.3, (1, 17, 3)), rng.uniform(0, 6, (1, 17, 3))
+        amp, freq, phase = (rng.uniform(lo, hi, (1, 17, 3)) for lo, hi in ((30, 150), (0.05, 0.3), (0, 6)))
         pose = (base + amp * np.sin(freq * t + phase) + [0, 0, 900]).astype(np.float32)
+        pixels = np.stack([c.world_to_pixels(pose) for c in cams.values()])
         seqs.append(Sequence(subject, name, action=name, split=split, rig="rig", cameras=list(cams),
-                             positions_3d=pose, positions_2d=np.stack([c.world_to_pixels(pose) for c in cams.values()])))
+                             positions_3d=pose, positions_2d=pixels))
     write_prepared(path, PreparedDataset("toy", 50.0, {"rig": cams}, seqs))
     return path
 
@@ -162,7 +164,7 @@ def test_a_stage_trains_the_loss_falls_and_checkpoints_are_self_describing(tmp_p
     losses = [e["loss"] for e in h["epochs"]]
     val = [e["val_mpjpe"] for e in h["epochs"]]
     assert len(losses) == 6 and losses[-1] < 0.5 * losses[0]
-    assert val[-1] < 0.5 * val[0]
+    assert val[-1] < 0.75 * _mean_pose_error(prepared)  # it learnt more than the average pose
     assert [e["lr"] for e in h["epochs"]] == pytest.approx([3e-3, 3e-3, 2.7e-3, 2.7e-3, 2.43e-3, 2.43e-3])
     assert h["best"]["val_mpjpe"] == min(val) and val[h["best"]["epoch"] - 1] == min(val)
 
@@ -179,6 +181,15 @@ def test_a_stage_trains_the_loss_falls_and_checkpoints_are_self_describing(tmp_p
     code, stdout, _ = train(run_cli, params, prepared, out)
     assert code == 0 and "already finished (6 epochs)" in stdout
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def _mean_pose_error(prepared) -> float:
+    """Validation MPJPE (mm) of predicting the training split's mean pose for every frame."""
+    from poselift.train import load_data, views
+
+    data, _ = load_data(prepared, None)
+    mean = views(data, None, "train", prepared, None).targets_3d.mean(axis=0)
+    return float(np.linalg.norm(views(data, None, "validation", prepared, None).targets_3d - mean, axis=-1).mean())
 
 
 def test_load_model_returns_the_trained_model_in_eval_mode(tmp_path, run_cli, prepared):
@@ -199,7 +210,7 @@ def test_load_model_returns_the_trained_model_in_eval_mode(tmp_path, run_cli, pr
 
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, run_cli, prepared):
     """Dropout on and random flips: only restored optimiser, scheduler and RNG states give equal weights."""
-    stage = {**STAGE, "epochs": 4, "select": "last"}
+    stage = {**STAGE, "epochs": 4, "select": "last", "schedule": {"gamma": 0.5, "every": 3}}  # decays after epoch 3
     params = write_params(tmp_path, [stage])
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train(run_cli, params, prepared, straight)[0] == 0
@@ -221,6 +232,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, run_cli,
         for key in a["state_dict"]:
             assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     ha, hb = history(straight), history(resumed)
+    assert [e["lr"] for e in hb["epochs"]] == pytest.approx([3e-3, 3e-3, 3e-3, 1.5e-3])
     assert [e["loss"] for e in ha["epochs"]] == [e["loss"] for e in hb["epochs"]]
     assert [e["val_mpjpe"] for e in ha["epochs"]] == [e["val_mpjpe"] for e in hb["epochs"]]
 
@@ -256,7 +268,7 @@ def test_stage_two_starts_from_stage_one_and_its_frozen_part_never_changes(tmp_p
     assert len(two["training"]["optimizer"]["param_groups"][0]["params"]) == n_refine
 
 
-def test_frozen_submodules_get_no_gradient_and_stay_in_eval_mode(prepared):
+def test_frozen_submodules_get_no_gradient_and_stay_in_eval_mode(tmp_path, prepared):
     """One training epoch through the loop's own functions: frozen parameters never receive a gradient
     and their dropout is off (so stage I's output is deterministic during stage II)."""
     from poselift.data.windows import Batches
@@ -264,12 +276,8 @@ def test_frozen_submodules_get_no_gradient_and_stay_in_eval_mode(prepared):
     from poselift.losses import LOSSES
     from poselift.train import _train_epoch, freeze, load_data, make_optimizer, make_windows, views
 
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        params = write_params(Path(tmp), [STAGE, {**STAGE, "name": "r", "model": "tiny-refined", "freeze": ["first"]}])
-        stage = load_experiment("x", params).stage(2)
+    params = write_params(tmp_path, [STAGE, {**STAGE, "name": "r", "model": "tiny-refined", "freeze": ["first"]}])
+    stage = load_experiment("x", params).stage(2)
     model = TinyRefined(window=3, dropout=0.5)
     frozen = freeze(model, ["first"], "params.yaml")
     modes = []
@@ -407,7 +415,7 @@ def test_mlflow_logs_nested_stage_and_evaluation_runs(tmp_path, run_cli, prepare
     val = client.get_metric_history(stage.info.run_id, "val_mpjpe")
     assert [(m.step, m.value) for m in val] == [(e["epoch"], pytest.approx(e["val_mpjpe"])) for e in h["epochs"]]
     assert stage.data.params["lr"] == "0.003" and stage.data.params["losses.mpjpe"] == "1.0"
-    assert stage.info.status == "FINISHED"
+    assert stage.info.status == runs["x"].info.status == "FINISHED"
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluation.data.metrics["mpjpe"] == pytest.approx(metrics["mpjpe"])
     found = client.search_runs([exp.experiment_id], "metrics.mpjpe > 0")
@@ -421,11 +429,14 @@ def test_unreachable_tracking_server_warns_once_and_training_completes(tmp_path,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     params = write_params(tmp_path, [{**STAGE, "epochs": 2}])
+    tick = time.monotonic()
     code, stdout, err = run_cli("train", "--params", params, "--experiment", "x", "--stage", 1, "--prepared", prepared,
                                 "--out", tmp_path / "stage1", "--device", "cpu",
                                 "--tracking-uri", f"http://127.0.0.1:{port}")
     assert code == 0, err
-    assert err.count("poselift: warning: MLflow tracking") == 1 and f"127.0.0.1:{port}" in err
+    assert time.monotonic() - tick < 60  # bounded retries, not MLflow's default minutes
+    assert err.count("poselift: warning: MLflow tracking") == 1
+    assert f"API request to http://127.0.0.1:{port}/api/" in err  # it failed to connect, not on our settings
     assert len(history(tmp_path / "stage1")["epochs"]) == 2
 
 

@@ -356,3 +356,17 @@ def test_torch_batches_match_numpy(toy):
     assert t["inputs_2d"].shape == (3, 4, 17, 2) and t["targets_3d"].shape == (3, 4, 17, 3)
     for key, value in a.items():
         assert np.array_equal(t[key].numpy(), value), key
+
+
+def test_per_epoch_subset_is_fresh_each_epoch_and_covers_the_windows(toy):
+    _, _, views = toy
+    windows = frame_windows(views, 1)
+    batches = Batches(views, windows, batch_size=4, seed=3, per_epoch=5)
+    assert len(batches) == 2
+    seen = []
+    for _ in range(300):  # P(some window never drawn) < 1e-12 for these few dozen windows
+        epoch = np.concatenate([b["window"] for b in batches])
+        assert len(epoch) == 5 and len(set(epoch)) == 5  # a subset without repeats
+        seen.append(set(epoch.tolist()))
+    assert seen[0] != seen[1]  # a new subset each epoch
+    assert set().union(*seen) == set(range(len(windows)))  # every window is drawn over the epochs

@@ -3,8 +3,8 @@
 The project holds the repository's Snakefile, workflow/ (rules, profiles, report captions), the `slurm`
 profile link, dvc.yaml and DVC config, and a params.yaml whose detectors section is the repository's and
 whose datasets/models/experiments are tiny: one Human3.6M-form source file (``src.npz``, a few hundred
-frames of a walking template skeleton for S1 = train and S9 = test) and a two-stage experiment (POT, then
-POT+UGRN on the frozen POT), one epoch each.
+frames of a walking template skeleton for S1 = train and S9 = test) and a two-stage experiment (a small
+POT, then POT+UGRN on the frozen POT of stage 1), one epoch each.
 """
 
 from __future__ import annotations
@@ -29,17 +29,16 @@ TEMPLATE = np.array([
     [0, -170, 1400], [20, -200, 1130], [40, -210, 880]], dtype=np.float64)
 
 TINY_MODELS = {
-    "pot-tiny": {"class": "pot", "dim": 8, "heads": 2, "depth": 1, "dropout": 0.0},
-    "pot-ugrn-tiny": {"class": "pot-ugrn", "dim": 8, "heads": 2, "pot_depth": 1, "ugrn_depth": 1, "dropout": 0.0},
+    "pot-tiny": {"class": "pot", "dim": 12, "heads": 2, "depth": 1, "dropout": 0.0},
+    "pot-ugrn-tiny": {"class": "pot-ugrn", "dim": 12, "heads": 2, "pot_depth": 1, "ugrn_depth": 1, "dropout": 0.0},
 }
-STAGE = {"epochs": 1, "batch_size": 256, "lr": 1.0e-3, "losses": {"mpjpe": 1.0}, "validation_frames": 200}
-TINY_EXPERIMENT = {
+SIZE = {"epochs": 1, "batch_size": 256, "lr": 1.0e-3, "validation_frames": 200}
+STAGE = {"name": "pot", "model": "pot-tiny", **SIZE, "losses": {"pot_stage1": 1.0}}
+TINY_EXPERIMENT = {  # POT+UGRN's recipe in miniature: stage II refines with POT loaded from stage I and frozen
     "dataset": "tiny",
     "detector": "synthetic",
-    "stages": [
-        {"name": "pot", "model": "pot-tiny", **STAGE},
-        {"name": "ugrn", "model": "pot-ugrn-tiny", **STAGE, "init": {"pot": 1}, "freeze": ["pot"]},
-    ],
+    "stages": [STAGE, {"name": "ugrn", "model": "pot-ugrn-tiny", **SIZE, "init": {"pot": 1}, "freeze": ["pot"],
+                       "losses": {"pot_refine": 1.0, "pot_uncertainty": 0.001}}],
 }
 
 
@@ -72,13 +71,13 @@ def tiny_params(experiments: dict | None = None) -> dict:
     }
 
 
-def make_project(root: Path, experiments: dict | None = None) -> Path:
-    """Lay out the tiny project in ``root`` (created) and return it."""
+def make_project(root: Path, experiments: dict | None = None, frames: int = 120) -> Path:
+    """Lay out the tiny project in ``root`` (created) and return it; ``frames`` per recording."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
     shutil.copytree(REPO / "workflow", root / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "slurm").symlink_to(os.readlink(REPO / "slurm"))
-    write_source(root / "src.npz")
+    write_source(root / "src.npz", frames)
     write_params(root, tiny_params(experiments))
     return root
 

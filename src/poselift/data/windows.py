@@ -278,29 +278,38 @@ class Batches:
       ``flipped`` (B,) bool
 
     ``flip``: None; "random" (each window with probability 1/2, VideoPose3D/MixSTE training); "all".
-    Iterating again starts the next epoch (new order and flips, reproducible from ``seed``).
+    ``per_epoch``: draw only this many windows per epoch (the first of that epoch's shuffled order, so every
+    window is still seen across epochs); None = all. Iterating again starts the next epoch (new order and
+    flips, reproducible from ``seed``).
     """
 
     def __init__(self, views: Views, windows: Windows, batch_size: int = 1024, shuffle: bool = True,
                  seed: int = 0, flip: str | None = None, drop_last: bool = False, as_torch: bool = False,
-                 device=None):
+                 device=None, per_epoch: int | None = None):
         if flip not in (None, "random", "all"):
             raise ValueError(f"flip must be None, 'random' or 'all', got {flip!r}")
         self.views, self.windows = views, windows
         self.batch_size, self.shuffle, self.seed, self.flip = int(batch_size), shuffle, seed, flip
         self.drop_last, self.as_torch, self.device = drop_last, as_torch, device
+        self.per_epoch = None if per_epoch is None else int(per_epoch)
+        if self.per_epoch is not None and (self.per_epoch < 1 or not shuffle):
+            raise ValueError("per_epoch needs shuffle=True and a positive count")
         self.epoch = 0
         self._rng = np.random.default_rng([seed, 1 << 32])  # flips of batches asked for one by one
 
     def __len__(self) -> int:
-        n = len(self.windows)
+        n = self._count()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _count(self) -> int:
+        n = len(self.windows)
+        return n if self.per_epoch is None else min(n, self.per_epoch)
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         n = len(self.windows)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        order = rng.permutation(n)[:self._count()] if self.shuffle else np.arange(n)
         for b in range(len(self)):
             sel = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.batch(sel, self._flips(len(sel), rng))

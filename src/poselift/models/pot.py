@@ -188,6 +188,8 @@ class POT(nn.Module):
     ``groups`` (J group indices) default to the Human3.6M-17 skeleton.
     """
 
+    output_frames = "centre"  # single-frame: trained and evaluated on T = 1 windows
+
     def __init__(self, num_joints: int = 17, dim: int = 96, heads: int = 6, depth: int = 12,
                  mlp_ratio: float = 1.5, dropout: float = 0.25, hop_distance: np.ndarray | None = None,
                  groups: np.ndarray | None = None, distance_hidden: int = 16):
@@ -313,6 +315,8 @@ class POTUGRN(nn.Module):
     The defaults are the paper's model (POT-L + UGRN, L1 = 12, L2 = 3, 0.98M parameters); dim=48 gives the
     S model. Both stages share num_joints, dim, heads, mlp_ratio, dropout and the skeleton arguments.
     """
+
+    output_frames = "centre"
 
     def __init__(self, num_joints: int = 17, dim: int = 96, heads: int = 6, pot_depth: int = 12,
                  ugrn_depth: int = 3, mlp_ratio: float = 1.5, dropout: float = 0.25,

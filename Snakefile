@@ -1,0 +1,53 @@
+# poselift's workflow: prepare -> detect -> train stage I -> train stage II (on the frozen stage I) ... ->
+# evaluate -> report, for every experiment of params.yaml. Each rule only wires files to a `poselift`
+# command; its log is in logs/, its timing in benchmarks/.
+#
+#   snakemake --profile slurm all                               on a Slurm cluster (GPU jobs: resources gpu=1)
+#   snakemake --profile workflow/profiles/local all             here, everything on the CPU (= make run)
+#   snakemake --report reports/report.html                      the self-contained HTML report
+#
+# Phase targets (what `dvc repro` runs, one DVC stage each): prepared, detections, results, report.
+
+configfile: "params.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+wildcard_constraints:
+    dataset=r"[^/]+",
+    detector=r"[^/]+",
+    experiment=r"[^/]+",
+    stage=r"[1-9][0-9]*",
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    """Every experiment of params.yaml, evaluated, and the report."""
+    default_target: True
+    input:
+        REPORT.values(),
+
+
+rule prepared:
+    """Phase target: every dataset the experiments use."""
+    input:
+        all_prepared(),
+
+
+rule detections:
+    """Phase target: every (dataset, detector) pair the experiments use."""
+    input:
+        all_detections(),
+
+
+rule results:
+    """Phase target: every stage of every experiment trained, and every experiment evaluated."""
+    input:
+        all_checkpoints(),
+        all_metrics(),

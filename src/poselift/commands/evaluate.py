@@ -1,0 +1,137 @@
+"""``poselift evaluate --experiment NAME``: score a trained model on the test split.
+
+The model is the last stage's ``checkpoint.pt`` (or ``--stage N``, or ``--checkpoint FILE``, e.g. an
+imported official release). Every valid frame of every test view is predicted: centre-frame models through
+one window per frame, seq2seq models through T-frame pieces of each view stitched back together; with
+flip test-time averaging per the stage's ``flip_test`` unless ``--flip-test`` / ``--no-flip-test``.
+
+Writes to --out (default results/<experiment>/evaluation/): ``metrics.json`` (the keys of
+``poselift metrics``), ``per_action.csv``, ``per_group.json`` (errors per distance-to-pelvis group, POT
+Fig. 4), ``targets.npz``, ``actions.json``, ``sequences.json`` (view id per frame), ``views.json``
+(sequence and camera of each view id) and last ``predictions.npz`` (``poses_3d`` (N, 17, 3) mm, with
+``view`` and ``frame``): the same set ``poselift metrics`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from poselift.commands.train import add_common, data_paths
+
+
+def add_parser(sub):
+    p = sub.add_parser("evaluate", help="evaluate an experiment's trained model on the test split")
+    p.add_argument("--experiment", required=True, help="experiment name in params.yaml")
+    p.add_argument("--stage", type=int, help="stage whose checkpoint.pt to evaluate (default: the last)")
+    p.add_argument("--checkpoint", type=Path, help="poselift checkpoint to evaluate instead")
+    add_common(p)
+    p.add_argument("--out", type=Path, help="output folder (default results/<experiment>/evaluation)")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"), help="default test")
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip test-time averaging (default: the stage's flip_test)")
+    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: the stage's batch_size)")
+    p.add_argument("--pck-joints", choices=("all", "mpi-inf-3dhp"), default="all",
+                   help="joints for 3D-PCK/AUC: all 17, or the 14 of the MPI-INF-3DHP evaluation")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from poselift.checkpoint import read_checkpoint
+    from poselift.errors import InputError
+    from poselift.experiments import load_experiment
+    from poselift.io import write_json, write_npz
+    from poselift.metrics import MPI_INF_3DHP_EVAL_JOINTS, evaluate, format_table
+    from poselift.tracking import Tracker
+    from poselift.train import (load_data, make_windows, model_from_checkpoint, output_frames, predict,
+                                resolve_device, views)
+
+    experiment = load_experiment(args.experiment, args.params)
+    stage = experiment.stage(args.stage or len(experiment.stages))
+    checkpoint = args.checkpoint or experiment.stage_dir(stage.number) / "checkpoint.pt"
+    prepared, detections = data_paths(args, experiment)
+    out = args.out or experiment.evaluation_dir()
+    flip_test = stage.flip_test if args.flip_test is None else args.flip_test
+    batch_size = args.batch_size or stage.batch_size
+    if batch_size < 1:
+        raise InputError("--batch-size", f"must be >= 1 (got {batch_size})")
+    device = resolve_device(args.device)
+
+    ckpt = read_checkpoint(checkpoint)
+    model, window = model_from_checkpoint(ckpt, checkpoint, device)
+    data, det = load_data(prepared, detections)
+    test = views(data, det, args.split, prepared, detections)
+    windows = make_windows(test, output_frames(model), window)
+    pred = predict(model, test, windows, batch_size, flip_test, device)
+
+    keep = test.valid
+    pred, gt = pred[keep].astype(np.float32), test.targets_3d[keep]
+    if not np.isfinite(pred).all():
+        raise InputError(checkpoint, "the model predicted non-finite 3D poses")
+    actions = [test.actions[a] for a in test.action[keep]]
+    sequences = test.view[keep].tolist()
+    joints = MPI_INF_3DHP_EVAL_JOINTS if args.pck_joints == "mpi-inf-3dhp" else None
+    result = evaluate(pred, gt, actions=actions, sequences=sequences, pck_joints=joints)
+    result["pck_joints"] = args.pck_joints
+    result["inputs"] = {"pred": str(out / "predictions.npz"), "gt": str(out / "targets.npz"),
+                        "actions": str(out / "actions.json"), "sequences": str(out / "sequences.json"),
+                        "checkpoint": str(checkpoint), "model": ckpt["model"], "prepared": str(prepared),
+                        "detections": str(detections) if detections else None, "split": args.split,
+                        "flip_test": flip_test, "window": window}
+    print(format_table(result))
+
+    write_json(out / "metrics.json", result)
+    write_per_action_csv(out / "per_action.csv", result)
+    write_json(out / "per_group.json", per_group(pred, gt))
+    write_npz(out / "targets.npz", poses_3d=gt)
+    write_json(out / "actions.json", actions)
+    write_json(out / "sequences.json", sequences)
+    write_json(out / "views.json", [list(k) for k in test.keys])
+    write_npz(out / "predictions.npz", poses_3d=pred, view=test.view[keep], frame=test.frame[keep])  # last
+
+    tracker = Tracker(experiment.name, args.tracking_uri)
+    run_id = tracker.start_run(f"evaluation-{args.split}", tags={"poselift.evaluation": args.split})
+    tracker.log_params(run_id, {"checkpoint": str(checkpoint), "split": args.split, "flip_test": flip_test,
+                                "window": window, "model": ckpt["model"], "prepared": str(prepared),
+                                "detections": str(detections) if detections else "none"})
+    tracker.log_metrics(run_id, {k: result[k] for k in ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "pck150", "auc")}
+                        | {"action_mean": result["action_mean"], "per_joint_group": result["per_joint_group"]})
+    tracker.log_artifacts(run_id, [out / "metrics.json", out / "per_action.csv", out / "per_group.json"])
+    tracker.end_run(run_id)
+    print(f"wrote {out}: {len(pred)} {args.split} frames from {test.num_views} views "
+          f"(flip test {'on' if flip_test else 'off'})")
+    return 0
+
+
+def write_per_action_csv(path: Path, result: dict) -> None:
+    """One row per merged action: frames and the four per-action errors (mm; MPJVE mm/frame)."""
+    import csv
+    import io
+
+    from poselift.io import atomic_output
+
+    cols = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(("action", "frames", *cols))
+    for action, row in result["per_action"].items():
+        writer.writerow((action, row["frames"], *("" if row[c] is None else f"{row[c]:.4f}" for c in cols)))
+    with atomic_output(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def per_group(pred, gt) -> dict:
+    """MPJPE and P-MPJPE (mm) per distance-to-pelvis joint group (POT Fig. 3 groups, its Fig. 4 analysis)."""
+    from poselift.metrics import joint_errors, procrustes_joint_errors
+    from poselift.skeleton import H36M17, POT_GROUP_NAMES, POT_GROUPS
+
+    e1, e2 = joint_errors(pred, gt), procrustes_joint_errors(pred, gt)
+    return {
+        "frames": int(len(pred)),
+        "joints": {name: [H36M17.names[j] for j in range(17) if POT_GROUPS[j] == g]
+                   for g, name in enumerate(POT_GROUP_NAMES)},
+        "mpjpe": {name: float(e1[:, POT_GROUPS == g].mean()) for g, name in enumerate(POT_GROUP_NAMES)},
+        "p_mpjpe": {name: float(e2[:, POT_GROUPS == g].mean()) for g, name in enumerate(POT_GROUP_NAMES)},
+    }

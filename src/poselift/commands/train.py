@@ -1,0 +1,71 @@
+"""``poselift train --experiment NAME --stage N``: train one stage of an experiment of params.yaml.
+
+Default paths (see :mod:`poselift.experiments`): data/prepared/<dataset>.h5,
+data/detections/<dataset>/<detector>.h5, results/<experiment>/stage<N>/; a stage's ``init`` reads
+``checkpoint.pt`` of the earlier stage's folder beside --out, or the file given with ``--init N=PATH``.
+Running it again resumes from last.pt (or does nothing when the stage is finished).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="train one stage of an experiment (params.yaml experiments section)")
+    p.add_argument("--experiment", required=True, help="experiment name in params.yaml")
+    p.add_argument("--stage", required=True, type=int, help="stage number (1-based position in its stages list)")
+    add_common(p)
+    p.add_argument("--out", type=Path, help="stage folder (default results/<experiment>/stage<N>)")
+    p.add_argument("--init", action="append", default=[], metavar="N=PATH",
+                   help="checkpoint for the stage-N source of `init` (default: stage<N>/checkpoint.pt beside --out)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing last.pt and train from scratch")
+    p.set_defaults(run=run)
+
+
+def add_common(p) -> None:
+    """Options shared with ``poselift evaluate``."""
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
+    p.add_argument("--prepared", type=Path, help="prepared-dataset HDF5 (default data/prepared/<dataset>.h5)")
+    p.add_argument("--detections", help="detections HDF5 (default data/detections/<dataset>/<detector>.h5); "
+                                        "'none': the prepared file's own 2D")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto = cuda if available")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                                          "sqlite:///mlflow.db); 'off' disables tracking")
+
+
+def data_paths(args, experiment) -> tuple[Path, Path | None]:
+    prepared = args.prepared or experiment.prepared_path()
+    if args.detections is None:
+        detections = experiment.detections_path()
+    else:
+        detections = None if args.detections == "none" else Path(args.detections)
+    return prepared, detections
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from poselift.errors import InputError
+    from poselift.experiments import load_experiment
+    from poselift.tracking import Tracker
+    from poselift.train import resolve_device, train_stage
+
+    experiment = load_experiment(args.experiment, args.params)
+    stage = experiment.stage(args.stage)
+    prepared, detections = data_paths(args, experiment)
+    out = args.out or experiment.stage_dir(stage.number)
+    init_paths = {}
+    for item in args.init:
+        number, sep, path = item.partition("=")
+        if not sep or not number.isdigit() or not path:
+            raise InputError("--init", f"expected N=PATH, got '{item}'")
+        init_paths[int(number)] = Path(path)
+    device = resolve_device(args.device)
+    tracker = Tracker(experiment.name, args.tracking_uri)
+    result = train_stage(experiment, stage, prepared, detections, out, init_paths, device, tracker,
+                         restart=args.restart, log=tqdm.write)
+    if not result.skipped:
+        print(f"wrote {out}: {result.epochs} epochs, best validation MPJPE {result.best_val_mpjpe:.2f} mm "
+              f"(epoch {result.best_epoch}); checkpoint.pt = {stage.select} epoch")
+    return 0

@@ -1,0 +1,356 @@
+"""Experiments as data: params.yaml's ``datasets``, ``models`` and ``experiments`` sections, checked and
+turned into small dataclasses, and the default file layout every command follows.
+
+Shape of the sections (every stage key is listed in :data:`STAGE_KEYS`)::
+
+    datasets:
+      bandai-cpu: {reader: bandai, subset: cpu}          # reader: a `poselift prepare` dataset
+      h36m: {reader: h36m, validation_split: test}       # split validated on each epoch (default validation)
+    models:                                              # presets: a class in poselift.models.MODELS + its
+      pot-cpu: {class: pot, dim: 32, depth: 2}           # constructor arguments
+    experiments:
+      pot-ugrn-cpu:
+        dataset: bandai-cpu
+        detector: synthetic       # 2D from data/detections/<dataset>/<detector>.h5; "prepared": the
+        stages:                   # prepared file's own 2D (score 1), no detections file
+          - {name: pot, model: pot-cpu, epochs: 3, batch_size: 512, lr: 1.0e-3, losses: {mpjpe: 1.0}}
+          - {name: ugrn, model: pot-ugrn-cpu, init: {pot: 1}, freeze: [pot], ...}
+
+Stage numbers are 1-based positions in ``stages``. ``init: {submodule: N}`` loads stage N's
+``checkpoint.pt`` into that submodule ("" = the whole model); ``freeze: [submodule, ...]`` takes those
+submodules out of the optimiser and keeps them in eval mode. Any mistake is an :class:`InputError`
+naming the params file and the key, e.g. ``params.yaml: experiments.x.stages[2].losses: unknown loss
+term 'l3' (known: mpjpe, ...)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from poselift.errors import InputError
+
+PARAMS = Path("params.yaml")
+PREPARED_DIR = Path("data/prepared")
+DETECTIONS_DIR = Path("data/detections")
+RESULTS_DIR = Path("results")
+OWN_2D = "prepared"  # detector name meaning "the prepared file's own 2D"
+
+# Stage keys: name -> default (REQUIRED = must be given).
+REQUIRED = object()
+STAGE_KEYS = {
+    "name": REQUIRED,
+    "model": REQUIRED,  # a preset of the models section
+    "epochs": REQUIRED,
+    "batch_size": REQUIRED,  # windows per batch
+    "lr": REQUIRED,
+    "losses": REQUIRED,  # {term in poselift.losses.LOSSES: weight}
+    "window": 1,  # input frames T (odd for centre-frame models)
+    "optimizer": "adam",  # adam | adamw
+    "weight_decay": 0.0,
+    "amsgrad": False,
+    "schedule": {"gamma": 1.0, "every": 1},  # lr *= gamma every `every` epochs
+    "max_norm": None,  # gradient-norm clipping
+    "flip_augment": False,  # mirror a random half of each batch
+    "flip_test": False,  # flip test-time averaging in validation and evaluation
+    "init": {},  # {submodule ("" = whole model): stage number}
+    "freeze": [],  # submodules kept fixed (no gradient, eval mode)
+    "seed": 0,
+    "select": "best",  # checkpoint.pt = the best-validation epoch ("best") or the final one ("last")
+    "validation_frames": 20000,  # validate on at most this many frames (an even subset), null = all
+    "windows_per_epoch": None,  # train on this many windows an epoch (a fresh random subset each epoch), null = all
+}
+OPTIMIZERS = ("adam", "adamw")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    reader: str
+    validation_split: str = "validation"
+    options: dict = field(default_factory=dict)  # everything else (source, subset, ...), for the workflow
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    preset: str
+    cls: str  # key of poselift.models.MODELS
+    args: dict
+
+
+@dataclass(frozen=True)
+class Stage:
+    number: int  # 1-based
+    name: str
+    model: ModelSpec
+    epochs: int
+    batch_size: int
+    lr: float
+    losses: dict
+    window: int
+    optimizer: str
+    weight_decay: float
+    amsgrad: bool
+    schedule: dict
+    max_norm: float | None
+    flip_augment: bool
+    flip_test: bool
+    init: dict
+    freeze: list
+    seed: int
+    select: str
+    validation_frames: int | None
+    windows_per_epoch: int | None
+
+    def config(self) -> dict:
+        """Plain-dict form (checkpoints, MLflow params, resume checks)."""
+        d = asdict(self)
+        d["model"] = {"preset": self.model.preset, "class": self.model.cls, "args": dict(self.model.args)}
+        return d
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    dataset: DatasetSpec
+    detector: str
+    stages: tuple[Stage, ...]
+    params_path: Path
+
+    def stage(self, number: int) -> Stage:
+        if not 1 <= number <= len(self.stages):
+            raise InputError(self.params_path, f"experiments.{self.name}: no stage {number} "
+                                               f"(stages are numbered 1..{len(self.stages)})")
+        return self.stages[number - 1]
+
+    # --- the default layout (every command also takes explicit paths) ---
+    def prepared_path(self) -> Path:
+        return PREPARED_DIR / f"{self.dataset.name}.h5"
+
+    def detections_path(self) -> Path | None:
+        return None if self.detector == OWN_2D else DETECTIONS_DIR / self.dataset.name / f"{self.detector}.h5"
+
+    def stage_dir(self, number: int) -> Path:
+        return RESULTS_DIR / self.name / f"stage{number}"
+
+    def evaluation_dir(self) -> Path:
+        return RESULTS_DIR / self.name / "evaluation"
+
+
+def read_params(path: str | os.PathLike = PARAMS) -> dict:
+    """params.yaml as a dict, or an InputError (missing file, bad YAML, not a mapping)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(path, f"not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a mapping of sections at the top level")
+    return data
+
+
+def load_experiment(name: str, path: str | os.PathLike = PARAMS) -> Experiment:
+    """Read and check experiment ``name`` of params file ``path`` (its dataset, presets and stages)."""
+    path = Path(path)
+    params = read_params(path)
+    check = _Checker(path)
+    experiments = check.mapping(params.get("experiments"), "experiments")
+    if name not in experiments:
+        raise InputError(path, f"experiments: no experiment '{name}' (known: {', '.join(experiments) or 'none'})")
+    where = f"experiments.{name}"
+    exp = check.mapping(experiments[name], where)
+    check.keys(exp, where, required=("dataset", "detector", "stages"), optional=())
+    dataset = _dataset(check, params, exp["dataset"], f"{where}.dataset")
+    detector = check.string(exp["detector"], f"{where}.detector")
+    stages_raw = exp["stages"]
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise InputError(path, f"{where}.stages: expected a non-empty list of stages")
+    stages: list[Stage] = []
+    for number, raw in enumerate(stages_raw, 1):
+        stages.append(_stage(check, params, raw, number, f"{where}.stages[{number}]"))
+    return Experiment(name=name, dataset=dataset, detector=detector, stages=tuple(stages), params_path=path)
+
+
+def experiment_names(path: str | os.PathLike = PARAMS) -> list[str]:
+    params = read_params(path)
+    return list(_Checker(Path(path)).mapping(params.get("experiments"), "experiments"))
+
+
+def _dataset(check: _Checker, params: dict, name, where: str) -> DatasetSpec:
+    from poselift.commands.prepare import READERS
+
+    name = check.string(name, where)
+    datasets = check.mapping(params.get("datasets"), "datasets")
+    if name not in datasets:
+        raise InputError(check.path, f"{where}: unknown dataset '{name}' (datasets: {', '.join(datasets) or 'none'})")
+    spec = dict(check.mapping(datasets[name], f"datasets.{name}"))
+    if "reader" not in spec:
+        raise InputError(check.path, f"datasets.{name}: missing key 'reader'")
+    reader = check.string(spec.pop("reader"), f"datasets.{name}.reader")
+    if reader not in READERS:
+        raise InputError(check.path, f"datasets.{name}.reader: unknown reader '{reader}' "
+                                     f"(known: {', '.join(sorted(READERS))})")
+    split = check.string(spec.pop("validation_split", "validation"), f"datasets.{name}.validation_split")
+    if split not in ("train", "validation", "test"):
+        raise InputError(check.path, f"datasets.{name}.validation_split: '{split}' is not a split "
+                                     f"(train, validation, test)")
+    return DatasetSpec(name=name, reader=reader, validation_split=split, options=spec)
+
+
+def model_spec(params: dict, preset, path: Path, where: str = "model") -> ModelSpec:
+    """The ``models`` preset ``preset``: its class (checked against MODELS) and constructor arguments."""
+    from poselift.models import MODELS
+
+    check = _Checker(path)
+    preset = check.string(preset, where)
+    models = check.mapping(params.get("models"), "models")
+    if preset not in models:
+        raise InputError(path, f"{where}: unknown model preset '{preset}' (models: {', '.join(models) or 'none'})")
+    args = dict(check.mapping(models[preset], f"models.{preset}"))
+    if "class" not in args:
+        raise InputError(path, f"models.{preset}: missing key 'class'")
+    cls = check.string(args.pop("class"), f"models.{preset}.class")
+    if cls not in MODELS:
+        raise InputError(path, f"models.{preset}.class: unknown model class '{cls}' "
+                               f"(known: {', '.join(sorted(MODELS)) or 'none'})")
+    check_model_args(MODELS[cls], args, path, f"models.{preset}")
+    return ModelSpec(preset=preset, cls=cls, args=args)
+
+
+def check_model_args(factory, args: dict, path, where: str) -> None:
+    """Every key of ``args`` must be a constructor argument, and every argument without default given."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    for key in args:
+        if key not in params:
+            raise InputError(path, f"{where}.{key}: not an argument of {getattr(factory, '__name__', factory)} "
+                                   f"(arguments: {', '.join(params)})")
+    for key, p in params.items():
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and key not in args:
+            raise InputError(path, f"{where}: missing key '{key}' (a required argument of "
+                                   f"{getattr(factory, '__name__', factory)})")
+
+
+def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage:
+    from poselift.losses import LOSSES
+
+    raw = check.mapping(raw, where)
+    check.keys(raw, where, required=[k for k, v in STAGE_KEYS.items() if v is REQUIRED],
+               optional=[k for k, v in STAGE_KEYS.items() if v is not REQUIRED])
+    s = {k: raw.get(k, v) for k, v in STAGE_KEYS.items()}
+    s["name"] = check.string(s["name"], f"{where}.name")
+    model = model_spec(params, s["model"], check.path, f"{where}.model")
+    for key in ("epochs", "batch_size", "window"):
+        s[key] = check.integer(s[key], f"{where}.{key}", minimum=1)
+    s["seed"] = check.integer(s["seed"], f"{where}.seed", minimum=0)
+    s["lr"] = check.number(s["lr"], f"{where}.lr", positive=True)
+    s["weight_decay"] = check.number(s["weight_decay"], f"{where}.weight_decay")
+    if s["max_norm"] is not None:
+        s["max_norm"] = check.number(s["max_norm"], f"{where}.max_norm", positive=True)
+    for key in ("validation_frames", "windows_per_epoch"):
+        if s[key] is not None:
+            s[key] = check.integer(s[key], f"{where}.{key}", minimum=1)
+    for key in ("flip_augment", "flip_test", "amsgrad"):
+        s[key] = check.boolean(s[key], f"{where}.{key}")
+    s["optimizer"] = check.choice(s["optimizer"], f"{where}.optimizer", OPTIMIZERS)
+    s["select"] = check.choice(s["select"], f"{where}.select", ("best", "last"))
+
+    schedule = check.mapping(s["schedule"], f"{where}.schedule")
+    check.keys(schedule, f"{where}.schedule", required=("gamma",), optional=("every",))
+    s["schedule"] = {"gamma": check.number(schedule["gamma"], f"{where}.schedule.gamma", positive=True),
+                     "every": check.integer(schedule.get("every", 1), f"{where}.schedule.every", minimum=1)}
+
+    losses = check.mapping(s["losses"], f"{where}.losses")
+    if not losses:
+        raise InputError(check.path, f"{where}.losses: no loss terms")
+    for term, weight in losses.items():
+        if term not in LOSSES:
+            raise InputError(check.path, f"{where}.losses: unknown loss term '{term}' "
+                                         f"(known: {', '.join(sorted(LOSSES))})")
+        check.number(weight, f"{where}.losses.{term}")
+    s["losses"] = {str(k): float(v) for k, v in losses.items()}
+
+    init = check.mapping(s["init"], f"{where}.init")
+    for sub, source in init.items():
+        key = f"{where}.init.{sub or '(whole model)'}"
+        n = check.integer(source, key, minimum=1)
+        if n >= number:
+            raise InputError(check.path, f"{key}: stage {n} is not an earlier stage (this is stage {number})")
+    s["init"] = {("" if k is None else str(k)): int(v) for k, v in init.items()}
+    freeze = s["freeze"]
+    if not isinstance(freeze, list) or not all(isinstance(f, str) for f in freeze):
+        raise InputError(check.path, f"{where}.freeze: expected a list of submodule names")
+    s["freeze"] = list(freeze)
+    return Stage(number=number, model=model, **{k: v for k, v in s.items() if k != "model"})
+
+
+class _Checker:
+    """Type checks that raise one-line InputErrors naming the params file and the key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, problem: str):
+        raise InputError(self.path, f"{where}: {problem}")
+
+    def mapping(self, value, where: str) -> dict:
+        if value is None:
+            self.fail(where, "missing (expected a mapping)")
+        if not isinstance(value, dict):
+            self.fail(where, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def keys(self, d: dict, where: str, required, optional) -> None:
+        for key in required:
+            if key not in d:
+                self.fail(where, f"missing key '{key}'")
+        known = set(required) | set(optional)
+        for key in d:
+            if key not in known:
+                self.fail(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+
+    def string(self, value, where: str) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(where, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def integer(self, value, where: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(where, f"expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(where, f"must be >= {minimum}, got {value}")
+        return int(value)
+
+    def number(self, value, where: str, positive: bool = False) -> float:
+        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(where, f"expected a finite number, got {value!r}")
+        if positive and value <= 0:
+            self.fail(where, f"must be > 0, got {value}")
+        return float(value)
+
+    def boolean(self, value, where: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(where, f"expected true or false, got {value!r}")
+        return value
+
+    def choice(self, value, where: str, choices) -> str:
+        if value not in choices:
+            self.fail(where, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value

@@ -1,0 +1,204 @@
+"""Every experiment's results in one place, from each ``results/<experiment>/evaluation/metrics.json``
+(written by ``poselift evaluate``): a table (Markdown, CSV, HTML), a per-action MPJPE plot, and one JSON
+file of the headline numbers for ``dvc metrics show/diff``.
+
+The errors of the table are averaged over actions (each action's frames pooled first), the way the papers
+report Human3.6M; "MPJPE (frames)" is the mean over all frames. Lengths in mm, MPJVE in mm/frame, PCK and
+AUC in %.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from poselift.errors import InputError
+from poselift.io import atomic_output, read_json
+
+ACTION_MEAN = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve")  # averaged over actions when there are actions
+OVERALL = ("pck150", "auc")
+REQUIRED = ("frames", "mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "pck150", "auc", "per_action", "action_mean")
+# (key of a table row, header, decimals; None = not a number)
+COLUMNS = (
+    ("experiment", "Experiment", None),
+    ("dataset", "Dataset", None),
+    ("detector", "2D", None),
+    ("model", "Model", None),
+    ("frames", "Frames", 0),
+    ("mpjpe", "MPJPE", 1),
+    ("p_mpjpe", "P-MPJPE", 1),
+    ("n_mpjpe", "N-MPJPE", 1),
+    ("mpjve", "MPJVE", 2),
+    ("pck150", "PCK@150", 1),
+    ("auc", "AUC", 1),
+    ("mpjpe_frames", "MPJPE (frames)", 1),
+)
+
+
+@dataclass
+class Result:
+    experiment: str
+    path: Path
+    metrics: dict
+
+
+def metrics_path(results: Path, experiment: str) -> Path:
+    return Path(results) / experiment / "evaluation" / "metrics.json"
+
+
+def collect(results: str | os.PathLike, experiments: list[str] | None = None) -> list[Result]:
+    """The evaluations of ``experiments`` (default: every ``<results>/*/evaluation/metrics.json``, by name)."""
+    results = Path(results)
+    if experiments:
+        paths = [(name, metrics_path(results, name)) for name in experiments]
+    else:
+        paths = [(p.parent.parent.name, p) for p in sorted(results.glob("*/evaluation/metrics.json"))]
+        if not paths:
+            raise InputError(results, "no evaluations found (expected <experiment>/evaluation/metrics.json)")
+    out = []
+    for name, path in paths:
+        metrics = read_json(path)
+        if not isinstance(metrics, dict):
+            raise InputError(path, "expected a JSON object of metrics (poselift evaluate's metrics.json)")
+        missing = [k for k in REQUIRED if k not in metrics]
+        if missing:
+            raise InputError(path, f"missing key '{missing[0]}' (not written by poselift evaluate?)")
+        for key in ("frames", "mpjpe", "p_mpjpe", "n_mpjpe", "pck150", "auc"):
+            if not _is_number(metrics[key]):
+                raise InputError(path, f"'{key}' is {metrics[key]!r}, expected a finite number")
+        if not isinstance(metrics["per_action"], dict) or not isinstance(metrics["action_mean"], dict):
+            raise InputError(path, "'per_action' and 'action_mean' must be JSON objects")
+        for action, row in metrics["per_action"].items():
+            if not isinstance(row, dict) or not _is_number(row.get("mpjpe")):
+                raise InputError(path, f"per_action '{action}': expected an object with a finite 'mpjpe'")
+        out.append(Result(name, path, metrics))
+    return out
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def table_rows(results: list[Result]) -> list[dict]:
+    """One row per experiment, keyed like COLUMNS (numbers stay numbers; None where a metric is undefined)."""
+    rows = []
+    for r in results:
+        m = r.metrics
+        inputs = m.get("inputs") or {}
+        use_actions = bool(m["per_action"])
+        row = {
+            "experiment": r.experiment,
+            "dataset": Path(inputs["prepared"]).stem if inputs.get("prepared") else "",
+            "detector": Path(inputs["detections"]).stem if inputs.get("detections") else "prepared",
+            "model": str(inputs.get("model", "")),
+            "frames": int(m["frames"]),
+            "mpjpe_frames": float(m["mpjpe"]),
+        }
+        for key in ACTION_MEAN:
+            value = m["action_mean"].get(key) if use_actions else m[key]
+            row[key] = float(value) if _is_number(value) else None
+        for key in OVERALL:
+            row[key] = float(m[key])
+        rows.append(row)
+    return rows
+
+
+def per_action_table(results: list[Result]) -> tuple[list[str], dict[str, list[float | None]]]:
+    """(actions, {experiment: MPJPE per action (None where the experiment has no such action)})."""
+    actions = sorted({a for r in results for a in r.metrics["per_action"]})
+    return actions, {r.experiment: [r.metrics["per_action"][a]["mpjpe"] if a in r.metrics["per_action"] else None
+                                    for a in actions] for r in results}
+
+
+# --- writers ----------------------------------------------------------------------------------------------
+
+def _cell(value, decimals) -> str:
+    if value is None:
+        return "-"
+    return str(value) if decimals is None else f"{value:.{decimals}f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+             "|" + "|".join("---" if d is None else "---:" for _, _, d in COLUMNS) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row[k], d) for k, _, d in COLUMNS) + " |")
+    return ("# Results\n\nErrors in mm (MPJVE in mm/frame), averaged over actions; MPJPE (frames): over all "
+            "frames. PCK@150 and AUC in %, over all frames.\n\n" + "\n".join(lines) + "\n")
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([k for k, _, _ in COLUMNS])
+    for row in rows:
+        writer.writerow(["" if row[k] is None else (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
+                         for k, _, _ in COLUMNS])
+    return buf.getvalue()
+
+
+def html_table(rows: list[dict]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(row[k], d))}</td>" for k, _, d in COLUMNS) + "</tr>"
+                   for row in rows)
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>poselift results</title><style>"
+            "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;padding:4px 8px}"
+            "td{text-align:right}td:first-child{text-align:left}</style></head><body>"
+            "<p>Errors in mm (MPJVE in mm/frame), averaged over actions; MPJPE (frames): over all frames. "
+            f"PCK@150 and AUC in %.</p><table><tr>{head}</tr>{body}</table></body></html>\n")
+
+
+def dvc_metrics(rows: list[dict]) -> dict:
+    """{experiment: {metric: value}} of the numeric columns (what ``dvc metrics show`` prints)."""
+    return {row["experiment"]: {k: row[k] for k, _, d in COLUMNS if d is not None and k != "frames"}
+            for row in rows}
+
+
+def plot_per_action(results: list[Result]):
+    """A matplotlib figure: MPJPE per action, one bar per experiment in each action's group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    actions, values = per_action_table(results)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(actions) * max(1, len(values)) ** 0.5 + 2), 4.0))
+    width = 0.8 / max(1, len(values))
+    x = np.arange(len(actions))
+    for i, (name, mpjpe) in enumerate(values.items()):
+        heights = [np.nan if v is None else v for v in mpjpe]
+        ax.bar(x + (i - (len(values) - 1) / 2) * width, heights, width, label=name)
+    ax.set_xticks(x, actions, rotation=45, ha="right")
+    ax.set_ylabel("MPJPE (mm)")
+    ax.set_title("MPJPE per action")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def write_report(results: list[Result], out: str | os.PathLike) -> dict[str, Path]:
+    """Write results.md, results.csv, results.html, metrics.json and per_action.png into ``out``."""
+    out = Path(out)
+    rows = table_rows(results)
+    texts = {"results.md": markdown(rows), "results.csv": csv_text(rows), "results.html": html_table(rows),
+             "metrics.json": json.dumps(dvc_metrics(rows), indent=2) + "\n"}
+    fig = plot_per_action(results)  # everything is computed before anything is written
+    written = {}
+    for name, text in texts.items():
+        with atomic_output(out / name) as tmp:
+            tmp.write_text(text)
+        written[name] = out / name
+    import matplotlib.pyplot as plt
+
+    with atomic_output(out / "per_action.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    written["per_action.png"] = out / "per_action.png"
+    return written

@@ -1,0 +1,217 @@
+"""The Snakemake workflow on a tiny project: the DAG it plans (two-stage experiments, own-2D experiments),
+the resources it asks for, the Slurm profile's resolution, the between-workflow cache of prepared data and
+detections, and what a killed job leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_project import BIN, REPO, STAGE, TINY_EXPERIMENT, env, make_project, snakemake, write_params
+
+pytestmark = pytest.mark.slow
+
+OWN_2D = {"dataset": "tiny", "detector": "prepared", "stages": [STAGE]}
+
+
+def dry_run(root: Path, *args) -> list[dict]:
+    """The jobs `snakemake -n -p ARGS` plans: rule, input, output, wildcards, resources and shell command."""
+    out = snakemake(root, "-n", "-p", *args).stdout
+    jobs, job = [], None
+    for line in out.splitlines():
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            job = {"rule": line.split()[1].rstrip(":"), "input": [], "output": [], "wildcards": {}, "resources": {}}
+            jobs.append(job)
+        elif job is not None and line.startswith("    ") and ": " in line:
+            key, value = line.strip().split(": ", 1)
+            if key in ("input", "output"):
+                job[key] = value.split(", ")
+            elif key in ("wildcards", "resources"):
+                job[key] = dict(item.split("=", 1) for item in value.split(", "))
+        elif job is not None and line.startswith("Shell command: "):
+            job["shell"] = line[len("Shell command: "):]
+    return jobs
+
+
+def find(jobs, rule, **wildcards):
+    hits = [j for j in jobs if j["rule"] == rule and all(j["wildcards"].get(k) == v for k, v in wildcards.items())]
+    assert len(hits) == 1, f"expected one {rule} job {wildcards}, found {len(hits)}"
+    return hits[0]
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_project(tmp_path / "p", {"two": TINY_EXPERIMENT, "own": OWN_2D})
+
+
+def test_all_plans_the_chain_with_stage_two_on_stage_one(project):
+    jobs = dry_run(project, "all")
+    assert sorted(j["rule"] for j in jobs) == sorted(
+        ["prepare", "detect", "train", "train", "train", "evaluate", "evaluate", "report", "all"])
+    prepare, detect = find(jobs, "prepare", dataset="tiny"), find(jobs, "detect", detector="synthetic")
+    assert prepare["input"] == ["src.npz"] and prepare["output"] == ["data/prepared/tiny.h5"]
+    assert detect["input"] == ["data/prepared/tiny.h5"] and detect["output"] == ["data/detections/tiny/synthetic.h5"]
+
+    one, two = find(jobs, "train", experiment="two", stage="1"), find(jobs, "train", experiment="two", stage="2")
+    assert one["input"] == ["data/prepared/tiny.h5", "data/detections/tiny/synthetic.h5"]
+    assert two["input"] == one["input"] + ["results/two/stage1/checkpoint.pt"]
+    assert "--init 1=results/two/stage1/checkpoint.pt" in two["shell"] and "--init" not in one["shell"]
+    assert "--stage 2" in two["shell"] and "--out results/two/stage2" in two["shell"]
+    evaluate = find(jobs, "evaluate", experiment="two")
+    assert "results/two/stage2/checkpoint.pt" in evaluate["input"]
+    assert "--checkpoint results/two/stage2/checkpoint.pt" in evaluate["shell"]
+
+    own = find(jobs, "train", experiment="own", stage="1")  # detector "prepared": no detections file
+    assert own["input"] == ["data/prepared/tiny.h5"] and "--detections none" in own["shell"]
+    report = find(jobs, "report")
+    assert sorted(report["input"]) == ["results/own/evaluation/metrics.json", "results/two/evaluation/metrics.json"]
+    assert "--experiment two --experiment own" in report["shell"]
+
+
+def test_phase_targets_and_experiments_without_data(project):
+    assert {j["rule"] for j in dry_run(project, "detections")} == {"prepare", "detect", "detections"}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["datasets"]["h36m"] = {"reader": "h36m", "validation_split": "test"}  # no source: cannot be made
+    params["experiments"]["paper"] = {**TINY_EXPERIMENT, "dataset": "h36m", "detector": "cpn"}
+    write_params(project, params)
+    proc = snakemake(project, "-n", "all")
+    assert ("`all` leaves out paper: params.yaml does not set datasets.h36m.source, detectors.cpn.import.h36m"
+            in proc.stdout)
+    assert "results/paper" not in proc.stdout
+    # given both sources, the experiment is in `all`, and its detections are imported, not computed
+    params["datasets"]["h36m"]["source"] = "h36m-src"
+    params["detectors"]["cpn"] = {"import": {"h36m": "cpn.npz"}}
+    write_params(project, params)
+    (project / "h36m-src").mkdir()
+    (project / "h36m-src" / "data_3d_h36m.npz").write_bytes((project / "src.npz").read_bytes())
+    (project / "cpn.npz").write_bytes(b"x")
+    jobs = dry_run(project, "all")
+    detect = find(jobs, "detect", dataset="h36m", detector="cpn")
+    assert detect["input"] == ["data/prepared/h36m.h5", "cpn.npz"]
+    assert detect["shell"].startswith("poselift import-detections --prepared data/prepared/h36m.h5 --source cpn.npz")
+    assert find(jobs, "prepare", dataset="h36m")["input"] == ["h36m-src/data_3d_h36m.npz"]
+
+
+def test_only_training_and_evaluation_ask_for_a_gpu(project):
+    jobs = dry_run(project, "all")
+    for job in jobs:
+        if job["rule"] in ("train", "evaluate"):
+            assert job["resources"].get("gpu") == "1", job
+            assert int(job["resources"]["mem_mb"]) > 0 and int(job["resources"]["runtime"]) > 0
+        else:
+            assert "gpu" not in job["resources"], job
+    # the local profile runs them on the CPU; without a profile the device is chosen at run time
+    local = dry_run(project, "--profile", "workflow/profiles/local", "all")
+    assert "--device cpu" in find(local, "train", experiment="two", stage="1")["shell"]
+    assert "--device auto" in find(jobs, "train", experiment="two", stage="1")["shell"]
+
+
+def test_slurm_profile_resolves_from_the_repository_root(project, monkeypatch):
+    from snakemake.cli import get_profile_dir
+
+    monkeypatch.chdir(REPO)
+    directory, config_file = get_profile_dir("slurm")
+    assert Path(config_file).resolve() == REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+    profile = yaml.safe_load(Path(config_file).read_text())
+    assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
+    assert "cache" in profile and "gpu" not in json.dumps(profile.get("default-resources", {}))
+    # and Snakemake plans the workflow with it (a dry run submits nothing)
+    jobs = dry_run(project, "--profile", "slurm", "all")
+    assert len([j for j in jobs if j["rule"] == "train"]) == 3
+
+
+def test_cache_second_project_computes_nothing_and_key_follows_data_and_detector(tmp_path):
+    cache = {"SNAKEMAKE_OUTPUT_CACHE": tmp_path / "shared-cache"}
+    first = make_project(tmp_path / "first", {"two": TINY_EXPERIMENT})
+    snakemake(first, "--profile", "workflow/profiles/local", "detections", env_extra=cache)
+    assert "wrote data/detections/tiny/synthetic.h5" in (first / "logs/detect/tiny/synthetic.log").read_text()
+    assert len(list((tmp_path / "shared-cache").iterdir())) == 2  # the prepared file and the detections
+
+    # another project asking for the same detections: both files come from the cache, nothing runs
+    second = make_project(tmp_path / "second", {"other-name": TINY_EXPERIMENT})
+    proc = snakemake(second, "--profile", "workflow/profiles/local", "detections", env_extra=cache)
+    assert proc.stdout.count("from cache.") == 2 and "to cache." not in proc.stdout
+    assert (second / "logs/detect/tiny/synthetic.log").read_text() == ""
+    assert (second / "logs/prepare/tiny.log").read_text() == ""
+    for path in ("data/prepared/tiny.h5", "data/detections/tiny/synthetic.h5"):
+        assert (second / path).resolve() == (first / path).resolve()
+        assert (second / path).resolve().parent == tmp_path / "shared-cache"
+
+    # a detector setting changed: same prepared file from the cache, new detections computed
+    third = make_project(tmp_path / "third", {"two": TINY_EXPERIMENT})
+    params = yaml.safe_load((third / "params.yaml").read_text())
+    params["detectors"]["synthetic"]["sigma_px"]["pelvis"] += 1.0
+    write_params(third, params)
+    proc = snakemake(third, "--profile", "workflow/profiles/local", "detections", env_extra=cache)
+    assert "Moving output file data/detections/tiny/synthetic.h5 to cache." in proc.stdout
+    assert "Moving output file data/prepared/tiny.h5 to cache." not in proc.stdout
+    assert "wrote data/detections/tiny/synthetic.h5" in (third / "logs/detect/tiny/synthetic.log").read_text()
+    assert (third / "data/prepared/tiny.h5").resolve() == (first / "data/prepared/tiny.h5").resolve()
+    assert len(list((tmp_path / "shared-cache").iterdir())) == 3
+
+    # other source data under the same dataset name: prepared and detected anew
+    fourth = make_project(tmp_path / "fourth", {"two": TINY_EXPERIMENT})
+    from workflow_project import write_source
+
+    write_source(fourth / "src.npz", seed=1)
+    proc = snakemake(fourth, "--profile", "workflow/profiles/local", "detections", env_extra=cache)
+    assert proc.stdout.count("to cache.") == 2
+    assert len(list((tmp_path / "shared-cache").iterdir())) == 5
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "snakemake ended before the training job wrote its first epoch"
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def start(root: Path) -> subprocess.Popen:
+    """`snakemake --profile workflow/profiles/local results` in the background, in its own process group."""
+    return subprocess.Popen([str(BIN / "snakemake"), "--profile", "workflow/profiles/local", "results"],
+                            cwd=root, env=env(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def test_a_killed_job_leaves_no_output_and_a_rerun_completes(tmp_path):
+    import psutil
+
+    long_stage = dict(TINY_EXPERIMENT["stages"][0], epochs=20)
+    root = make_project(tmp_path / "p", {"two": {**TINY_EXPERIMENT, "stages": [long_stage]}}, frames=400)
+    stage = root / "results" / "two" / "stage1"
+    outputs = [stage / "checkpoint.pt", stage / "last.pt", stage / "history.json"]
+
+    # 1. the training process dies (as by the OOM killer or a node failure) after writing its first epoch
+    proc = start(root)
+    wait_for(stage / "history.json", proc)
+    trainers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if p.cmdline()[1:2] and p.cmdline()[1].endswith("/poselift") and p.cmdline()[2:3] == ["train"]]
+    assert len(trainers) == 1
+    trainers[0].send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    assert not any(p.exists() for p in outputs)  # Snakemake removed the failed job's outputs
+
+    # 2. the whole run is interrupted (Ctrl-C reaches every process of the terminal's group)
+    proc = start(root)
+    wait_for(stage / "history.json", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    assert "poselift: interrupted" in (root / "logs/train/two/stage1.log").read_text()
+    if any(p.exists() for p in outputs):  # Snakemake marked them unfinished (else it removed them)
+        plain = snakemake(root, "-n", "results", check=False)
+        assert plain.returncode != 0 and "IncompleteFilesException" in plain.stdout
+
+    # 3. a rerun (the profiles set rerun-incomplete) trains the stage from scratch to the end
+    snakemake(root, "--profile", "workflow/profiles/local", "results")
+    history = json.loads((stage / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, 21))
+    assert (root / "results/two/evaluation/metrics.json").is_file()
+    assert not list(stage.glob(".*.tmp"))

@@ -1,0 +1,59 @@
+# Data: prepare (per dataset) -> detect (per dataset x detector).
+#
+# Both rules are eligible for Snakemake's between-workflow output cache (`cache:`; the profiles turn it on
+# with `cache: []`, i.e. --cache). The cache key hashes the shell command, the params and the content of
+# the input files that no job makes, and chains the keys of the jobs that make the others. Wildcards are not
+# part of it, so every value that decides the output is a param: the reader and its options, the detector
+# and its settings, and the fingerprint of the poselift code that runs (CODE). A rule with `cache:` may not
+# have `benchmark:`; their logs say how long they took.
+#
+# Both run beside Snakemake, also under the Slurm profile: Snakemake 9 consults the cache only for the jobs
+# it runs itself (its local executor); as cluster jobs they would be recomputed every time. They need no
+# GPU and take seconds to a few minutes of one core.
+
+localrules:
+    prepare,
+    detect,
+
+
+rule prepare:
+    """A dataset in poselift's prepared layout (the reader and options of params.yaml datasets.<name>)."""
+    input:
+        lambda w: source_files(w.dataset),
+    output:
+        "data/prepared/{dataset}.h5",
+    params:
+        args=lambda w: prepare_args(w.dataset),
+        code=CODE["prepare"],
+    log:
+        "logs/prepare/{dataset}.log",
+    cache: "omit-software"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "poselift prepare {params.args} --out {output} > {log} 2>&1"
+
+
+rule detect:
+    """2D detections of a prepared dataset by one detector: computed by `poselift detect` (settings:
+    params.yaml detectors.<name>), or imported by `poselift import-detections` from the file named in
+    detectors.<name>.import.<dataset>."""
+    input:
+        unpack(detect_inputs),
+    output:
+        "data/detections/{dataset}/{detector}.h5",
+    params:
+        command=lambda w: detect_command(w.dataset, w.detector),
+        settings=lambda w: (config.get("detectors") or {}).get(w.detector),
+        code=lambda w: CODE["import_detections" if imported_detections(w.dataset, w.detector) else "detect"],
+    log:
+        "logs/detect/{dataset}/{detector}.log",
+    cache: "omit-software"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "{params.command} --out {output} > {log} 2>&1"

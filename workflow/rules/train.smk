@@ -1,0 +1,77 @@
+# Training (stage by stage) and evaluation: GPU jobs on a cluster (resources gpu=1), the CPU under the local
+# profile. Generic over experiments and stages: stage N of experiment E reads E's data and the checkpoints of
+# the earlier stages its `init` names (stage II on the frozen stage I, or any later stage on any earlier one).
+#
+# The params carry each job's own settings (the stage's section of params.yaml with its model preset, the
+# code fingerprint), so Snakemake reruns exactly the jobs whose settings changed, and what depends on them.
+# The device is not a param: a model trained on the GPU is not rebuilt for running the CPU profile.
+# A job Snakemake runs always trains from scratch (--restart): it reruns a stage only when
+# something the stage depends on changed, or when an earlier attempt died; it declares every file of the
+# stage folder, so a failed or killed job leaves none of them behind.
+
+
+rule train:
+    """Stage N of an experiment (`poselift train`): checkpoint.pt, last.pt and history.json."""
+    input:
+        unpack(lambda w: experiment_inputs(w.experiment)),
+        unpack(lambda w: init_checkpoints(w.experiment, int(w.stage))),
+    output:
+        checkpoint="results/{experiment}/stage{stage}/checkpoint.pt",
+        last="results/{experiment}/stage{stage}/last.pt",
+        history="results/{experiment}/stage{stage}/history.json",
+    params:
+        stage=lambda w: stage_spec(w.experiment, int(w.stage)),
+        validation_split=lambda w: validation_split(w.experiment),
+        data=lambda w: data_args(w.experiment),
+        init=lambda w: init_args(w.experiment, int(w.stage)),
+        params_file=str(PARAMS),
+        code=CODE["train"],
+    log:
+        "logs/train/{experiment}/stage{stage}.log",
+    benchmark:
+        "logs/benchmarks/train/{experiment}/stage{stage}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=1440,
+    shell:
+        "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
+        " poselift train --experiment {wildcards.experiment} --stage {wildcards.stage} --params {params.params_file}"
+        " {params.data} {params.init} --out results/{wildcards.experiment}/stage{wildcards.stage}"
+        " --device {DEVICE} --restart) > {log} 2>&1"
+
+
+rule evaluate:
+    """An experiment's last stage on the test split (`poselift evaluate`): metrics.json and the rest."""
+    input:
+        unpack(lambda w: experiment_inputs(w.experiment)),
+        checkpoint=lambda w: last_checkpoint(w.experiment),
+    output:
+        metrics="results/{experiment}/evaluation/metrics.json",
+        per_action="results/{experiment}/evaluation/per_action.csv",
+        per_group="results/{experiment}/evaluation/per_group.json",
+        predictions="results/{experiment}/evaluation/predictions.npz",
+        targets="results/{experiment}/evaluation/targets.npz",
+        actions="results/{experiment}/evaluation/actions.json",
+        sequences="results/{experiment}/evaluation/sequences.json",
+        views="results/{experiment}/evaluation/views.json",
+    params:
+        stage=lambda w: stage_spec(w.experiment, len(experiment(w.experiment)["stages"])),
+        data=lambda w: data_args(w.experiment),
+        params_file=str(PARAMS),
+        code=CODE["evaluate"],
+    log:
+        "logs/evaluate/{experiment}.log",
+    benchmark:
+        "logs/benchmarks/evaluate/{experiment}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    shell:
+        "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
+        " poselift evaluate --experiment {wildcards.experiment} --params {params.params_file} {params.data}"
+        " --checkpoint {input.checkpoint} --out results/{wildcards.experiment}/evaluation"
+        " --device {DEVICE}) > {log} 2>&1"
