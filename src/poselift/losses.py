@@ -1,7 +1,9 @@
 """Training losses, shared by every model. Poses are (..., J, 3) tensors in metres.
 
-Each loss takes the model's output dict and the batch's targets; the training loop combines the terms and
-weights listed for a stage in params.yaml.
+Two layers: plain tensor functions (``mpjpe``, ``uncertainty_loss``, ``wmpjpe``, ``tcloss``, ``mpjve``) and
+loss *terms* ``term(out, batch) -> scalar`` that read a model's output dict and the batch (``targets_3d``
+(B, T_out, J, 3) or (B, J, 3), optional ``mask`` (B, T_out)). :data:`LOSSES` names the terms; a stage in
+params.yaml lists names and weights and the training loop sums ``weight * LOSSES[name](out, batch)``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ def uncertainty_loss(pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tens
     return (scaled.square().sum(dim=-1) + torch.log(sigma.square().sum(dim=-1))).mean()
 
 
-# --- MixSTE (Zhang et al., CVPR 2022, Sec. 3.3): L = L_w + lambda_t L_t + lambda_m L_m (Eq. 9) -------------
-# Weights as the official run.py uses them: poselift.models.mixste.LOSS_WEIGHTS (1.0, 0.5, 2.0).
+def _frames(batch: dict) -> torch.Tensor:
+    """Targets as (B, T_out, J, 3): a seq2frame batch's (B, J, 3) becomes (B, 1, J, 3)."""
+    target = batch["targets_3d"]
+    return target[:, None] if target.ndim == 3 else target
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -40,6 +44,18 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     m = mask.to(values.dtype).reshape(*mask.shape, *([1] * (values.ndim - 2)))
     per_frame = values[0, 0].numel()
     return (values * m).sum() / (m.sum() * per_frame).clamp(min=1)
+
+
+# --- Plain MPJPE of the final pose (VideoPose3D, Martinez et al., PoseFormer; any model) --------------------
+
+
+def mpjpe_term(out: dict, batch: dict) -> torch.Tensor:
+    """MPJPE of ``pose_3d`` against ``targets_3d`` (B, T_out, J, 3), over the frames ``mask`` keeps (if any)."""
+    return _masked_mean(torch.linalg.vector_norm(out["pose_3d"] - _frames(batch), dim=-1), batch.get("mask"))
+
+
+# --- MixSTE (Zhang et al., CVPR 2022, Sec. 3.3): L = L_w + lambda_t L_t + lambda_m L_m (Eq. 9) -------------
+# Weights as the official run.py uses them: poselift.models.mixste.LOSS_WEIGHTS (1.0, 0.5, 2.0).
 
 
 def wmpjpe(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
@@ -93,9 +109,6 @@ def mpjve_term(out: dict, batch: dict) -> torch.Tensor:
     return mpjve(out["pose_3d"], batch["targets_3d"], batch.get("mask"))
 
 
-if "LOSSES" not in globals():  # whichever loss family is added first creates the table
-    LOSSES: dict = {}  # name -> term(out, batch); a stage in params.yaml lists names and weights
-LOSSES.update({"wmpjpe": wmpjpe_term, "tcloss": tcloss_term, "mpjve": mpjve_term})
 
 
 # --- STA (attention paper, Sec. II.B.5): L = lambda_s L_s + lambda_t L_t (Eq. 15) ---------------------------
@@ -105,9 +118,6 @@ LOSSES.update({"wmpjpe": wmpjpe_term, "tcloss": tcloss_term, "mpjve": mpjve_term
 STA_WEIGHTS = {"sta_spatial": 1.0, "sta_temporal": 1.0}  # lambda_s, lambda_t (our choice)
 
 
-def _frames_3d(batch: dict) -> torch.Tensor:
-    target = batch["targets_3d"]
-    return target[:, None] if target.ndim == 3 else target  # seq2frame (B, 17, 3) -> (B, 1, 17, 3)
 
 
 def sta_spatial_term(out: dict, batch: dict) -> torch.Tensor:
@@ -116,7 +126,7 @@ def sta_spatial_term(out: dict, batch: dict) -> torch.Tensor:
     With seq2frame targets (one frame) only the centre frame (T - 1) // 2 has a target; with T target
     frames (and ``mask``) every frame counts.
     """
-    pred, target = out["pose_3d_spatial"], _frames_3d(batch)
+    pred, target = out["pose_3d_spatial"], _frames(batch)
     if target.shape[1] == 1 and pred.shape[1] != 1:
         centre = (pred.shape[1] - 1) // 2
         pred = pred[:, centre:centre + 1]
@@ -126,9 +136,7 @@ def sta_spatial_term(out: dict, batch: dict) -> torch.Tensor:
 
 def sta_temporal_term(out: dict, batch: dict) -> torch.Tensor:
     """L_t (Eq. 14): MPJPE of the final (temporal transformer) pose ``pose_3d``."""
-    target = _frames_3d(batch)
-    mask = batch.get("mask") if target.shape[1] > 1 else None
-    return _masked_mean(torch.linalg.vector_norm(out["pose_3d"] - target, dim=-1), mask)
+    return mpjpe_term(out, batch)
 
 
 def sta_loss(out: dict, batch: dict, weights: dict = STA_WEIGHTS) -> torch.Tensor:
@@ -137,49 +145,32 @@ def sta_loss(out: dict, batch: dict, weights: dict = STA_WEIGHTS) -> torch.Tenso
             + weights["sta_temporal"] * sta_temporal_term(out, batch))
 
 
-if "LOSSES" not in globals():
-    LOSSES: dict = {}
-LOSSES.update({"sta_spatial": sta_spatial_term, "sta_temporal": sta_temporal_term})
 
 
 # --- POT + UGRN (Li et al., AAAI 2023): stage I Eq. 12; stage II Eq. 14 + 0.001 Eq. 13 ---------------------
 # Weights per stage: poselift.models.pot.STAGE_LOSS_WEIGHTS. Single-frame: targets (B, 17, 3) or (B, 1, 17, 3).
 
 
-def _pot_target(batch: dict) -> torch.Tensor:
-    target = batch["targets_3d"]
-    return target[:, None] if target.ndim == 3 else target
-
-
 def pot_stage1_term(out: dict, batch: dict) -> torch.Tensor:
     """Eq. 12: MPJPE of POT's pose Y~ (``pose_3d_stage1`` of POTUGRN, ``pose_3d`` of a bare POT)."""
-    return mpjpe(out.get("pose_3d_stage1", out["pose_3d"]), _pot_target(batch))
+    return mpjpe(out.get("pose_3d_stage1", out["pose_3d"]), _frames(batch))
 
 
 def pot_refine_term(out: dict, batch: dict) -> torch.Tensor:
     """Eq. 14: MPJPE of UGRN's refined pose Y^ (``pose_3d``)."""
-    return mpjpe(out["pose_3d"], _pot_target(batch))
+    return mpjpe_term(out, batch)
 
 
 def pot_uncertainty_term(out: dict, batch: dict) -> torch.Tensor:
     """Eq. 13 on POT's pose Y~ and UGRN's ``sigma``."""
-    return uncertainty_loss(out["pose_3d_stage1"], _pot_target(batch), out["sigma"])
+    return uncertainty_loss(out["pose_3d_stage1"], _frames(batch), out["sigma"])
 
 
-if "LOSSES" not in globals():
-    LOSSES: dict = {}
-LOSSES.update({"pot_stage1": pot_stage1_term, "pot_refine": pot_refine_term,
-               "pot_uncertainty": pot_uncertainty_term})
 
 
-# --- Plain MPJPE of the final pose (VideoPose3D, Martinez et al., PoseFormer; any model) --------------------
-
-
-def mpjpe_term(out: dict, batch: dict) -> torch.Tensor:
-    """MPJPE of ``pose_3d`` against ``targets_3d`` (B, T_out, J, 3), over the frames ``mask`` keeps (if any)."""
-    return _masked_mean(torch.linalg.vector_norm(out["pose_3d"] - batch["targets_3d"], dim=-1), batch.get("mask"))
-
-
-if "LOSSES" not in globals():
-    LOSSES: dict = {}
-LOSSES.setdefault("mpjpe", mpjpe_term)
+LOSSES = {  # name -> term(out, batch), the names params.yaml stages use
+    "mpjpe": mpjpe_term,
+    "pot_stage1": pot_stage1_term, "pot_refine": pot_refine_term, "pot_uncertainty": pot_uncertainty_term,
+    "wmpjpe": wmpjpe_term, "tcloss": tcloss_term, "mpjve": mpjve_term,
+    "sta_spatial": sta_spatial_term, "sta_temporal": sta_temporal_term,
+}
