@@ -1,0 +1,174 @@
+"""poselift.workflow without Snakemake: which experiments `all` builds and why others are left out, the stage
+params and --init arguments of a two-stage experiment, prepare's and detect's command lines, the output-cache
+default, and the code fingerprint that reruns a rule when the code it runs changes."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import textwrap
+
+import pytest
+
+from poselift.workflow import Workflow, code_digest, ensure_output_cache
+
+STAGE1 = {"name": "pot", "model": "pot-tiny", "epochs": 1, "batch_size": 8, "lr": 1e-3, "losses": {"mpjpe": 1.0}}
+STAGE2 = {"name": "ugrn", "model": "pot-ugrn-tiny", "epochs": 1, "batch_size": 8, "lr": 1e-3,
+          "losses": {"mpjpe": 1.0}, "init": {"pot": 1}, "freeze": ["pot"]}
+
+
+def params() -> dict:
+    """A bandai experiment (no source needed), an own-2D one, and an h36m one lacking its source and its
+    imported CPN detections."""
+    return {
+        "detectors": {"synthetic": {"sigma_px": {}}},
+        "datasets": {"bandai-cpu": {"reader": "bandai", "subset": "cpu", "validation_split": "test"},
+                     "h36m": {"reader": "h36m"}},
+        "models": {"pot-tiny": {"class": "pot", "dim": 12}, "pot-ugrn-tiny": {"class": "pot-ugrn", "dim": 12}},
+        "experiments": {
+            "two": {"dataset": "bandai-cpu", "detector": "synthetic", "stages": [STAGE1, STAGE2]},
+            "paper": {"dataset": "h36m", "detector": "cpn", "stages": [STAGE1]},
+            "own": {"dataset": "bandai-cpu", "detector": "prepared", "stages": [STAGE1]},
+        },
+    }
+
+
+def test_all_leaves_out_an_experiment_without_data_and_says_what_is_missing():
+    wf = Workflow(params(), "my-params.yaml")
+    assert wf.missing_data("paper") == ["datasets.h36m.source", "detectors.cpn.import.h36m"]
+    assert wf.missing_data("two") == [] and wf.missing_data("own") == []  # bandai needs no source
+    assert wf.selected() == ["two", "own"]
+    assert wf.left_out_messages() == [
+        "poselift workflow: `all` leaves out paper: params.yaml does not set datasets.h36m.source, "
+        "detectors.cpn.import.h36m"]
+    assert wf.all_prepared() == ["data/prepared/bandai-cpu.h5"]
+    assert wf.all_detections() == ["data/detections/bandai-cpu/synthetic.h5"]  # none for own 2D
+    assert wf.all_metrics() == ["results/two/evaluation/metrics.json", "results/own/evaluation/metrics.json"]
+
+    # given a source and the imported detections, it is built, and no message is printed
+    p = params()
+    p["datasets"]["h36m"]["source"] = "h36m-src"
+    p["detectors"]["cpn"] = {"import": {"h36m": "cpn.npz"}}
+    wf = Workflow(p)
+    assert wf.selected() == ["two", "paper", "own"] and wf.left_out_messages() == []
+    assert "data/detections/h36m/cpn.h5" in wf.all_detections()
+
+
+def test_mistakes_name_the_params_file_and_the_key():
+    wf = Workflow(params(), "my-params.yaml")
+    with pytest.raises(ValueError, match=r"^my-params.yaml: experiments: no experiment 'x' \(known: two, paper, own\)"):
+        wf.experiment("x")
+    with pytest.raises(ValueError, match=r"^my-params.yaml: experiments.two: no stage 3 \(stages are numbered 1..2\)"):
+        wf.stage_spec("two", 3)
+    p = params()
+    del p["experiments"]["own"]["stages"]
+    with pytest.raises(ValueError, match="experiments.own: missing key 'stages'"):
+        Workflow(p).selected()
+
+
+def test_stage_spec_spells_out_the_model_preset_without_changing_the_config():
+    config = params()
+    wf = Workflow(config)
+    stage = wf.stage_spec("two", 2)
+    assert stage["model"] == {"preset": "pot-ugrn-tiny", "args": {"class": "pot-ugrn", "dim": 12}}
+    assert stage["init"] == {"pot": 1} and stage["lr"] == 1e-3
+    assert config["experiments"]["two"]["stages"][1]["model"] == "pot-ugrn-tiny"  # a copy was changed
+    assert wf.validation_split("two") == "test" and wf.validation_split("paper") == "validation"
+
+
+def test_stage_two_loads_stage_one_checkpoint():
+    wf = Workflow(params())
+    assert wf.init_checkpoints("two", 1) == {} and wf.init_args("two", 1) == ""
+    assert wf.init_checkpoints("two", 2) == {"stage1": "results/two/stage1/checkpoint.pt"}
+    assert wf.init_args("two", 2) == "--init 1=results/two/stage1/checkpoint.pt"
+    assert wf.last_checkpoint("two") == "results/two/stage2/checkpoint.pt"
+    assert wf.all_checkpoints()[:2] == ["results/two/stage1/checkpoint.pt", "results/two/stage2/checkpoint.pt"]
+    assert wf.data_args("two") == ("--prepared data/prepared/bandai-cpu.h5 "
+                                   "--detections data/detections/bandai-cpu/synthetic.h5")
+    assert wf.data_args("own") == "--prepared data/prepared/bandai-cpu.h5 --detections none"
+    assert wf.experiment_inputs("own") == {"prepared": "data/prepared/bandai-cpu.h5"}
+
+
+def test_prepare_args_quote_values_for_the_shell():
+    p = params()
+    p["datasets"]["odd"] = {"reader": "h36m", "source": "my data/it's here", "max_frames": 10,
+                            "validation_split": "test"}
+    args = Workflow(p).prepare_args("odd")
+    assert args == "h36m --source 'my data/it'\"'\"'s here' --max-frames 10"
+    assert shlex.split(args) == ["h36m", "--source", "my data/it's here", "--max-frames", "10"]
+    assert Workflow(p).prepare_args("bandai-cpu") == "bandai --subset cpu"  # validation_split is train's
+
+
+def test_source_files_list_a_folder_recursively(tmp_path):
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    for name in ("b.npz", "sub/a.npz"):
+        (tmp_path / "src" / name).write_bytes(b"x")
+    p = params()
+    p["datasets"]["h36m"]["source"] = str(tmp_path / "src")
+    p["datasets"]["one"] = {"reader": "h36m", "source": "file.npz"}
+    wf = Workflow(p)
+    assert wf.source_files("h36m") == [str(tmp_path / "src" / "b.npz"), str(tmp_path / "src" / "sub" / "a.npz")]
+    assert wf.source_files("one") == ["file.npz"] and wf.source_files("bandai-cpu") == []
+
+
+def test_detect_command_computes_or_imports():
+    p = params()
+    p["detectors"]["cpn"] = {"import": {"h36m": "cpn dets.npz"}}
+    wf = Workflow(p, "conf/params.yaml")
+    assert wf.detect_command("bandai-cpu", "synthetic") == (
+        "poselift detect --prepared data/prepared/bandai-cpu.h5 --detector synthetic --params conf/params.yaml")
+    assert wf.detect_inputs("bandai-cpu", "synthetic") == {"prepared": "data/prepared/bandai-cpu.h5"}
+    assert wf.imported_detections("h36m", "cpn") == "cpn dets.npz"
+    assert wf.detect_command("h36m", "cpn") == (
+        "poselift import-detections --prepared data/prepared/h36m.h5 --source 'cpn dets.npz'")
+    assert wf.detect_inputs("h36m", "cpn") == {"prepared": "data/prepared/h36m.h5", "source": "cpn dets.npz"}
+    assert wf.imported_detections("bandai-cpu", "cpn") is None  # imported for h36m only
+
+
+def test_output_cache_defaults_to_one_per_user(tmp_path):
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert ensure_output_cache(environ) == str(tmp_path / "cache" / "snakemake-output-cache")
+    assert environ["SNAKEMAKE_OUTPUT_CACHE"] == str(tmp_path / "cache" / "snakemake-output-cache")
+    assert (tmp_path / "cache" / "snakemake-output-cache").is_dir()
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "x"), "SNAKEMAKE_OUTPUT_CACHE": "s3://bucket/cache"}
+    assert ensure_output_cache(environ) == "s3://bucket/cache" and not (tmp_path / "x").exists()
+
+
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    """A package `wfpkg` on sys.path: a imports b (relatively), b imports sub.c (inside a function), d is
+    unrelated; a manifest file sits beside c."""
+    root = tmp_path / "wfpkg"
+    (root / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "a.py": "from . import b\n",
+        "b.py": "def load():\n    from wfpkg.sub import c\n    return c\n",
+        "d.py": "X = 1\n",
+        "sub/__init__.py": "",
+        "sub/c.py": "Y = 2\n",
+        "sub/manifest.json": "{}\n",
+    }
+    for name, text in files.items():
+        (root / name).write_text(textwrap.dedent(text))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield root
+    for name in [m for m in sys.modules if m == "wfpkg" or m.startswith("wfpkg.")]:
+        del sys.modules[name]
+
+
+def test_code_digest_follows_imports_transitively(fake_package):
+    def digest():
+        return code_digest("wfpkg.a", root="wfpkg")
+
+    before = digest()
+    assert digest() == before  # deterministic
+    (fake_package / "d.py").write_text("X = 2\n")  # not imported by a: no change
+    assert digest() == before
+    (fake_package / "sub" / "c.py").write_text("Y = 3\n")  # imported by b, imported by a
+    after_c = digest()
+    assert after_c != before
+    (fake_package / "sub" / "manifest.json").write_text('{"n": 1}\n')  # data beside an imported module
+    assert digest() not in (before, after_c)
+    assert code_digest("wfpkg.d", root="wfpkg") != code_digest("wfpkg.sub.c", root="wfpkg")
+
