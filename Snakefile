@@ -17,7 +17,7 @@ report: "workflow/report/workflow.rst"
 wildcard_constraints:
     dataset=r"[^/]+",
     detector=r"[^/]+",
-    experiment=r"[^/]+",
+    experiment=r"[^/@]+",  # "@" marks the per-dataset baselines (results/mean-pose@<dataset>)
     stage=r"[1-9][0-9]*",
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from poselift.camera import Camera
 from poselift.data.prepared import PreparedDataset, Sequence, write_prepared
@@ -39,3 +40,7 @@ def test_mean_pose_baseline_scores_the_spread_of_test_poses(tmp_path, run_cli):
     # errors are dominated by the 30 mm offset on all three axes: |(30, 30, 30)| = 52 mm on 16 of 17 joints
     assert abs(m["mpjpe"] - 52.0 * 16 / 17) < 2.5
     assert m["p_mpjpe"] < m["mpjpe"]
+    # the baseline's own metrics.json (what the workflow's report reads) holds the same values
+    own = json.load(open(tmp_path / "mp" / "metrics.json"))
+    assert own["mpjpe"] == pytest.approx(m["mpjpe"]) and own["inputs"]["model"] == "mean-pose"
+    assert (tmp_path / "mp" / "per_action.csv").is_file() and (tmp_path / "mp" / "per_group.json").is_file()

@@ -43,7 +43,8 @@ def test_all_leaves_out_an_experiment_without_data_and_says_what_is_missing():
         "detectors.cpn.import.h36m"]
     assert wf.all_prepared() == ["data/prepared/bandai-cpu.h5"]
     assert wf.all_detections() == ["data/detections/bandai-cpu/synthetic.h5"]  # none for own 2D
-    assert wf.all_metrics() == ["results/two/evaluation/metrics.json", "results/own/evaluation/metrics.json"]
+    assert wf.all_metrics() == ["results/two/evaluation/metrics.json", "results/own/evaluation/metrics.json",
+                                "results/mean-pose@bandai-cpu/evaluation/metrics.json"]  # + the dataset's baseline
 
     # given a source and the imported detections, it is built, and no message is printed
     p = params()

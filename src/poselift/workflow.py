@@ -26,10 +26,17 @@ REPORT = {"table": "reports/results.md", "csv": "reports/results.csv", "html": "
           "metrics": "reports/metrics.json", "plot": "reports/per_action.png"}
 
 # The subcommands the rules run (poselift.commands.<name>): each gets a code fingerprint.
-COMMANDS = ("prepare", "detect", "import_detections", "train", "evaluate", "report")
+COMMANDS = ("prepare", "detect", "import_detections", "train", "evaluate", "baseline", "report")
 
 
 # --- file layout ------------------------------------------------------------------------------------------
+
+BASELINE = "mean-pose@"  # results/mean-pose@<dataset>/evaluation: the training-mean pose of a dataset
+
+
+def baseline_name(dataset: str) -> str:
+    return f"{BASELINE}{dataset}"
+
 
 def prepared_path(dataset: str) -> str:
     return (PREPARED_DIR / f"{dataset}.h5").as_posix()
@@ -186,7 +193,13 @@ class Workflow:
                 for n in range(1, len(self.experiment(name)["stages"]) + 1)]
 
     def all_metrics(self) -> list[str]:
-        return [f"{evaluation_dir(name)}/metrics.json" for name in self.selected()]
+        """Every selected experiment's evaluation, then the mean-pose baseline of each dataset they use."""
+        return [f"{evaluation_dir(name)}/metrics.json" for name in self.report_names()]
+
+    def report_names(self) -> list[str]:
+        """The rows of the results table: the selected experiments and a mean-pose baseline per dataset."""
+        datasets = sorted({self.experiment(name)["dataset"] for name in self.selected()})
+        return self.selected() + [baseline_name(d) for d in datasets]
 
     # --- prepare's and detect's command lines ---
 

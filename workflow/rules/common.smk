@@ -24,6 +24,7 @@ experiment_inputs, data_args, last_checkpoint = wf.experiment_inputs, wf.data_ar
 init_checkpoints, init_args = wf.init_checkpoints, wf.init_args
 all_prepared, all_detections, all_checkpoints, all_metrics = (
     wf.all_prepared, wf.all_detections, wf.all_checkpoints, wf.all_metrics)
+report_names = wf.report_names
 source_files, prepare_args = wf.source_files, wf.prepare_args
 imported_detections, detect_command = wf.imported_detections, wf.detect_command
 detect_inputs = lambda w: wf.detect_inputs(w.dataset, w.detector)

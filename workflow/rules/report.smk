@@ -17,7 +17,7 @@ rule report:
         html=report(REPORT["html"], caption="../report/results.rst", category="Results"),
         plot=report(REPORT["plot"], caption="../report/per_action.rst", category="Results"),
     params:
-        experiments=lambda w: " ".join(f"--experiment {name}" for name in experiments()),
+        experiments=lambda w: " ".join(f"--experiment {name}" for name in report_names()),
         code=CODE["report"],
     log:
         "logs/report.log",

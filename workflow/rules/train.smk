@@ -75,3 +75,32 @@ rule evaluate:
         " poselift evaluate --experiment {wildcards.experiment} --params {params.params_file} {params.data}"
         " --checkpoint {input.checkpoint} --out results/{wildcards.experiment}/evaluation"
         " --device {DEVICE}) > {log} 2>&1"
+
+
+rule baseline:
+    """The training-mean pose of a dataset scored on its test split (`poselift baseline mean-pose`): the row
+    every results table carries, the error of a model that ignores its input."""
+    input:
+        prepared="data/prepared/{dataset}.h5",
+    output:
+        metrics="results/mean-pose@{dataset}/evaluation/metrics.json",
+        per_action="results/mean-pose@{dataset}/evaluation/per_action.csv",
+        per_group="results/mean-pose@{dataset}/evaluation/per_group.json",
+        predictions="results/mean-pose@{dataset}/evaluation/predictions.npz",
+        targets="results/mean-pose@{dataset}/evaluation/targets.npz",
+        actions="results/mean-pose@{dataset}/evaluation/actions.json",
+        sequences="results/mean-pose@{dataset}/evaluation/sequences.json",
+        views="results/mean-pose@{dataset}/evaluation/views.json",
+    params:
+        code=CODE["baseline"],
+    log:
+        "logs/baseline/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/baseline/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "poselift baseline mean-pose --prepared {input.prepared} --out-dir results/mean-pose@{wildcards.dataset}/evaluation"
+        " > {log} 2>&1"

@@ -1,8 +1,9 @@
 """``poselift baseline mean-pose --prepared P.h5 --out-dir DIR``: score the training-mean pose on a split.
 
-Writes what ``poselift metrics`` reads: ``predictions.npz`` and ``targets.npz`` (key ``poses_3d``, (N, 17, 3)
-mm, root-relative camera frame), ``actions.json`` (merged action per frame) and ``sequences.json`` (view id
-per frame, so velocities never straddle two views). Only valid frames are written.
+Writes the files of an evaluation (:mod:`poselift.evaluation`): ``metrics.json`` and what ``poselift
+metrics`` reads, ``predictions.npz`` and ``targets.npz`` (key ``poses_3d``, (N, 17, 3) mm, root-relative
+camera frame), ``actions.json`` (merged action per frame) and ``sequences.json`` (view id per frame, so
+velocities never straddle two views). Only valid frames are scored.
 """
 
 from __future__ import annotations
@@ -25,18 +26,15 @@ def run(args) -> int:
     from poselift.baselines import mean_pose
     from poselift.data.prepared import load_prepared
     from poselift.data.windows import build_views
-    from poselift.io import write_json, write_npz
+    from poselift.evaluation import write_evaluation
 
     data = load_prepared(args.prepared)
     train = build_views(data, split="train", prepared_path=args.prepared)
     evaluated = build_views(data, split=args.split, prepared_path=args.prepared)
-    keep = evaluated.valid
-    prediction = np.broadcast_to(mean_pose(train), (int(keep.sum()), 17, 3)).astype(np.float32)
-    out = args.out_dir
-    write_npz(out / "targets.npz", poses_3d=evaluated.targets_3d[keep])
-    write_json(out / "actions.json", [evaluated.actions[a] for a in evaluated.action[keep]])
-    write_json(out / "sequences.json", evaluated.view[keep].tolist())
-    write_npz(out / "predictions.npz", poses_3d=prediction)  # last: its presence means the set is complete
-    print(f"wrote {out}: mean pose of {int(train.valid.sum())} training frames, "
-          f"{len(prediction)} {args.split} frames from {evaluated.num_views} views")
+    frames = int(evaluated.valid.sum())
+    prediction = np.broadcast_to(mean_pose(train), (frames, 17, 3)).astype(np.float32)
+    write_evaluation(args.out_dir, prediction, evaluated, inputs={
+        "model": "mean-pose", "prepared": str(args.prepared), "detections": None, "split": args.split})
+    print(f"wrote {args.out_dir}: mean pose of {int(train.valid.sum())} training frames, "
+          f"{frames} {args.split} frames from {evaluated.num_views} views")
     return 0

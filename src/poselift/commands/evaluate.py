@@ -42,8 +42,7 @@ def run(args) -> int:
     from poselift.checkpoint import read_checkpoint
     from poselift.errors import InputError
     from poselift.experiments import load_experiment
-    from poselift.io import write_json, write_npz
-    from poselift.metrics import MPI_INF_3DHP_EVAL_JOINTS, evaluate, format_table
+    from poselift.evaluation import write_evaluation
     from poselift.tracking import Tracker
     from poselift.train import (load_data, make_windows, model_from_checkpoint, output_frames, predict,
                                 resolve_device, views)
@@ -66,30 +65,13 @@ def run(args) -> int:
     windows = make_windows(test, output_frames(model), window)
     pred = predict(model, test, windows, batch_size, flip_test, device)
 
-    keep = test.valid
-    pred, gt = pred[keep].astype(np.float32), test.targets_3d[keep]
+    pred = pred[test.valid].astype(np.float32)
     if not np.isfinite(pred).all():
         raise InputError(checkpoint, "the model predicted non-finite 3D poses")
-    actions = [test.actions[a] for a in test.action[keep]]
-    sequences = test.view[keep].tolist()
-    joints = MPI_INF_3DHP_EVAL_JOINTS if args.pck_joints == "mpi-inf-3dhp" else None
-    result = evaluate(pred, gt, actions=actions, sequences=sequences, pck_joints=joints)
-    result["pck_joints"] = args.pck_joints
-    result["inputs"] = {"pred": str(out / "predictions.npz"), "gt": str(out / "targets.npz"),
-                        "actions": str(out / "actions.json"), "sequences": str(out / "sequences.json"),
-                        "checkpoint": str(checkpoint), "model": ckpt["model"], "prepared": str(prepared),
-                        "detections": str(detections) if detections else None, "split": args.split,
-                        "flip_test": flip_test, "window": window}
-    print(format_table(result))
-
-    write_json(out / "metrics.json", result)
-    write_per_action_csv(out / "per_action.csv", result)
-    write_json(out / "per_group.json", per_group(pred, gt))
-    write_npz(out / "targets.npz", poses_3d=gt)
-    write_json(out / "actions.json", actions)
-    write_json(out / "sequences.json", sequences)
-    write_json(out / "views.json", [list(k) for k in test.keys])
-    write_npz(out / "predictions.npz", poses_3d=pred, view=test.view[keep], frame=test.frame[keep])  # last
+    result = write_evaluation(out, pred, test, args.pck_joints, inputs={
+        "checkpoint": str(checkpoint), "model": ckpt["model"], "prepared": str(prepared),
+        "detections": str(detections) if detections else None, "split": args.split,
+        "flip_test": flip_test, "window": window})
 
     tracker = Tracker(experiment.name, args.tracking_uri)
     run_id = tracker.start_run(f"evaluation-{args.split}", tags={"poselift.evaluation": args.split})
@@ -103,35 +85,3 @@ def run(args) -> int:
     print(f"wrote {out}: {len(pred)} {args.split} frames from {test.num_views} views "
           f"(flip test {'on' if flip_test else 'off'})")
     return 0
-
-
-def write_per_action_csv(path: Path, result: dict) -> None:
-    """One row per merged action: frames and the four per-action errors (mm; MPJVE mm/frame)."""
-    import csv
-    import io
-
-    from poselift.io import atomic_output
-
-    cols = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("action", "frames", *cols))
-    for action, row in result["per_action"].items():
-        writer.writerow((action, row["frames"], *("" if row[c] is None else f"{row[c]:.4f}" for c in cols)))
-    with atomic_output(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
-def per_group(pred, gt) -> dict:
-    """MPJPE and P-MPJPE (mm) per distance-to-pelvis joint group (POT Fig. 3 groups, its Fig. 4 analysis)."""
-    from poselift.metrics import joint_errors, procrustes_joint_errors
-    from poselift.skeleton import H36M17, POT_GROUP_NAMES, POT_GROUPS
-
-    e1, e2 = joint_errors(pred, gt), procrustes_joint_errors(pred, gt)
-    return {
-        "frames": int(len(pred)),
-        "joints": {name: [H36M17.names[j] for j in range(17) if POT_GROUPS[j] == g]
-                   for g, name in enumerate(POT_GROUP_NAMES)},
-        "mpjpe": {name: float(e1[:, POT_GROUPS == g].mean()) for g, name in enumerate(POT_GROUP_NAMES)},
-        "p_mpjpe": {name: float(e2[:, POT_GROUPS == g].mean()) for g, name in enumerate(POT_GROUP_NAMES)},
-    }
