@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 # Where the Bandai-Namco mirror is; without one, `poselift prepare bandai` downloads from upstream.
+# OpenMP threads wait passively: spinning threads slow torch down badly when jobs share the 2 cores.
+export OMP_WAIT_POLICY ?= PASSIVE
 export POSELIFT_BANDAI_MIRROR ?= $(abspath ../shared/data/bandai-namco)
 
 .PHONY: run test venv clean mlflow-ui
@@ -28,6 +30,8 @@ test: $(STAMP)
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local all
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --report reports/report.html
+	$(BIN)/poselift info data/prepared/bandai-cpu.h5
+	cat reports/results.md
 
 # Browse the MLflow runs of every train and evaluate job (default store: ./mlflow.db) at http://127.0.0.1:5000
 MLFLOW_STORE ?= sqlite:///mlflow.db
