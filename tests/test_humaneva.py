@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from poselift.data.humaneva import MEASURED_JOINTS, extrinsics, quaternion_to_matrix
+from poselift.camera import quaternion_to_matrix
+from poselift.data.humaneva import MEASURED_JOINTS, extrinsics
 from poselift.data.prepared import load_prepared
 from poselift.skeleton import H36M17
 

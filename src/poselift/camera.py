@@ -132,6 +132,16 @@ def fit_pinhole(points_cam: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray,
     return f, c, rms
 
 
+def quaternion_to_matrix(q) -> np.ndarray:
+    """Unit quaternion (w, x, y, z) -> the 3x3 rotation matrix that applies it to column vectors."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
 def normalize_screen_coordinates(uv, width: int, height: int):
     """VideoPose3D's normalisation: [0, w] -> [-1, 1] on x, the same scale on y (keeps the aspect ratio)."""
     return (uv / width * 2 - np.array([1.0, height / width])).astype(uv.dtype)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poselift.skeleton import H36M17
+from poselift.skeleton import H36M17, swap_permutation
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,10 +49,7 @@ class KeypointFormat:
     @property
     def flip_permutation(self) -> np.ndarray:
         """Index array swapping every left joint of this layout with its right twin."""
-        perm = np.arange(self.num_joints)
-        perm[list(self.left)] = self.right
-        perm[list(self.right)] = self.left
-        return perm
+        return swap_permutation(self.num_joints, self.left, self.right)
 
 
 def _format(name: str, joints: tuple[str, ...], sources: dict[str, tuple[str, ...]]) -> KeypointFormat:

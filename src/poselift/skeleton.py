@@ -81,10 +81,15 @@ class Skeleton:
     @property
     def flip_permutation(self) -> np.ndarray:
         """Index array that swaps every left joint with its right twin (use with a sign flip of x)."""
-        perm = np.arange(self.num_joints)
-        perm[list(self.left)] = self.right
-        perm[list(self.right)] = self.left
-        return perm
+        return swap_permutation(self.num_joints, self.left, self.right)
+
+
+def swap_permutation(num_joints: int, left, right) -> np.ndarray:
+    """Index array over ``num_joints`` joints that exchanges ``left[i]`` with ``right[i]``."""
+    perm = np.arange(num_joints)
+    perm[list(left)] = right
+    perm[list(right)] = left
+    return perm
 
 
 H36M17 = Skeleton(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from poselift.camera import Camera
+from poselift.camera import Camera, quaternion_to_matrix
 
 H36M_CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")
 H36M_SUBJECTS = tuple(f"S{i}" for i in range(1, 12))
@@ -195,16 +195,6 @@ EXTRINSICS_MATRIX = {
          (-1459.15110355738, -3879.80915963968, 1551.10046698856)),
     ),
 }
-
-
-def quaternion_to_matrix(q) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) -> the 3x3 rotation matrix that applies it to column vectors."""
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
 
 
 def h36m_camera(subject: str, camera_id: str) -> Camera:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poselift.camera import Camera, fit_pinhole
+from poselift.camera import Camera, fit_pinhole, quaternion_to_matrix
 from poselift.data.prepared import PreparedDataset, Sequence
 from poselift.errors import InputError
 from poselift.io import check_finite, read_pickled_npz
@@ -89,16 +89,6 @@ EXTRINSICS = {
 
 MAX_RMS_PX = 15.0  # largest RMS residual of the pinhole fit accepted (leaves room for lens distortion)
 _TORSO_RANGE_M = (0.2, 1.0)  # pelvis-thorax distance of an adult, metres
-
-
-def quaternion_to_matrix(q) -> np.ndarray:
-    """Rotation matrix of a unit quaternion (w, x, y, z)."""
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
 
 
 def extrinsics(subject: str, camera: str) -> tuple[np.ndarray, np.ndarray]:
