@@ -54,7 +54,9 @@ def project(tmp_path):
 def test_all_plans_the_chain_with_stage_two_on_stage_one(project):
     jobs = dry_run(project, "all")
     assert sorted(j["rule"] for j in jobs) == sorted(
-        ["prepare", "detect", "train", "train", "train", "evaluate", "evaluate", "report", "all"])
+        ["prepare", "detect", "train", "train", "train", "evaluate", "evaluate", "baseline", "report", "all"])
+    baseline = find(jobs, "baseline", dataset="tiny")  # the dataset's mean-pose row of the results table
+    assert baseline["output"][0] == "results/mean-pose@tiny/evaluation/metrics.json"
     prepare, detect = find(jobs, "prepare", dataset="tiny"), find(jobs, "detect", detector="synthetic")
     assert prepare["input"] == ["src.npz"] and prepare["output"] == ["data/prepared/tiny.h5"]
     assert detect["input"] == ["data/prepared/tiny.h5"] and detect["output"] == ["data/detections/tiny/synthetic.h5"]
@@ -71,8 +73,9 @@ def test_all_plans_the_chain_with_stage_two_on_stage_one(project):
     own = find(jobs, "train", experiment="own", stage="1")  # detector "prepared": no detections file
     assert own["input"] == ["data/prepared/tiny.h5"] and "--detections none" in own["shell"]
     report = find(jobs, "report")
-    assert sorted(report["input"]) == ["results/own/evaluation/metrics.json", "results/two/evaluation/metrics.json"]
-    assert "--experiment two --experiment own" in report["shell"]
+    assert sorted(report["input"]) == ["results/mean-pose@tiny/evaluation/metrics.json",
+                                       "results/own/evaluation/metrics.json", "results/two/evaluation/metrics.json"]
+    assert "--experiment two --experiment own --experiment mean-pose@tiny" in report["shell"]
 
 
 def test_phase_targets_and_experiments_without_data(project):

@@ -77,9 +77,14 @@ rule evaluate:
         " --device {DEVICE}) > {log} 2>&1"
 
 
+localrules:
+    baseline,
+
+
 rule baseline:
     """The training-mean pose of a dataset scored on its test split (`poselift baseline mean-pose`): the row
-    every results table carries, the error of a model that ignores its input."""
+    every results table carries, the error of a model that ignores its input. Seconds of one core and no
+    GPU: it runs beside Snakemake, also under the Slurm profile."""
     input:
         prepared="data/prepared/{dataset}.h5",
     output:
