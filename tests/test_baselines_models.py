@@ -15,6 +15,19 @@ from poselift.models import MODELS
 from poselift.models.baselines import LinearBaseline, MaxNormLinear, MeanPose, TemporalConvNet
 
 
+
+def assert_overfits(model, x, target, steps: int) -> None:
+    """Adam on one fixed batch: the MPJPE must fall below 10% of its starting value."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        loss = (model(x)["pose_3d"] - target).norm(dim=-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -95,15 +108,7 @@ def test_martinez_overfits_a_small_batch():
     x = torch.randn(32, 1, 17, 2) * 0.3
     target = torch.randn(32, 1, 17, 3) * 0.2
     target[:, :, 0] = 0
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(120):
-        loss = (m(x)["pose_3d"] - target).norm(dim=-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.1 * losses[0]
+    assert_overfits(m, x, target, steps=120)
 
 
 # --- VideoPose3D ---------------------------------------------------------------------------------
@@ -245,15 +250,7 @@ def test_temporal_conv_net_overfits_a_small_batch():
     m = TemporalConvNet(filter_widths=[3, 3], channels=64, dropout=0.0).train()
     x = torch.randn(32, 9, 17, 2) * 0.3
     target = torch.randn(32, 1, 17, 3) * 0.2
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(100):
-        loss = (m(x)["pose_3d"] - target).norm(dim=-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.1 * losses[0]
+    assert_overfits(m, x, target, steps=100)
 
 
 # --- mean pose -----------------------------------------------------------------------------------

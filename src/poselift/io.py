@@ -96,6 +96,17 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
         raise InputError(path, f"not a readable HDF5 file ({e})") from None
 
 
+def read_h5_dataset(f: h5py.File, key: str, path: str | os.PathLike, dtype=np.float64) -> np.ndarray:
+    """``f[key]`` as an array, or an :class:`InputError` naming the missing or unreadable dataset."""
+    obj = f.get(key)
+    if not isinstance(obj, h5py.Dataset):
+        raise InputError(path, f"missing dataset '{key}' (has: {', '.join(sorted(f.keys())) or 'nothing'})")
+    try:
+        return np.asarray(obj[()], dtype=dtype)
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(path, f"dataset '{key}' is unreadable ({type(e).__name__}: {e})") from None
+
+
 def check_finite(array: np.ndarray, path: str | os.PathLike, what: str) -> None:
     """Raise if ``array`` holds NaN or infinite values."""
     bad = ~np.isfinite(array)

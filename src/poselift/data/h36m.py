@@ -38,7 +38,7 @@ from poselift.camera import Camera, project
 from poselift.data.h36m_cameras import H36M_CAMERA_IDS, INTRINSICS, h36m_rig
 from poselift.data.prepared import PreparedDataset, Sequence
 from poselift.errors import InputError
-from poselift.io import check_finite, open_h5, read_pickled_npz
+from poselift.io import check_finite, open_h5, read_h5_dataset, read_pickled_npz
 from poselift.keypoint_formats import COCO17, MPII16, KeypointFormat, to_h36m17
 from poselift.skeleton import H36M17, H36M32_TO_17
 
@@ -199,12 +199,7 @@ def _camera_name(value) -> str:
 def read_archive_positions(path: Path) -> np.ndarray:
     """One ``3D_positions`` file -> (F, 32, 3) mm (stored (96, F), joint-major: row 3 j + axis)."""
     with open_h5(path) as f:
-        if "3D_positions" not in f:
-            raise InputError(path, f"missing dataset '3D_positions' (has: {', '.join(sorted(f.keys())) or 'nothing'})")
-        try:
-            data = np.asarray(f["3D_positions"][()], dtype=np.float64)
-        except (OSError, ValueError, TypeError) as e:
-            raise InputError(path, f"'3D_positions' is unreadable ({type(e).__name__}: {e})") from None
+        data = read_h5_dataset(f, "3D_positions", path)
     if data.ndim != 2 or data.shape[0] != 96:
         raise InputError(path, f"'3D_positions' has shape {data.shape}, expected (96, F) = 32 joints x 3 per frame")
     return data.reshape(32, 3, -1).transpose(2, 0, 1)
@@ -349,12 +344,7 @@ def read_stacked_hourglass(source: Path, layout: str = "auto"):
             if match["camera"] not in INTRINSICS:
                 raise InputError(path, f"unknown camera id {match['camera']} (known: {', '.join(H36M_CAMERA_IDS)})")
             with open_h5(path) as f:
-                if "poses" not in f:
-                    raise InputError(path, f"missing dataset 'poses' (has: {', '.join(sorted(f.keys())) or 'nothing'})")
-                try:
-                    poses = np.asarray(f["poses"][()], dtype=np.float32)
-                except (OSError, ValueError, TypeError) as e:
-                    raise InputError(path, f"'poses' is unreadable ({type(e).__name__}: {e})") from None
+                poses = read_h5_dataset(f, "poses", path, np.float32)
             if poses.ndim != 3 or poses.shape[1:] != (16, 2):
                 raise InputError(path, f"'poses' has shape {poses.shape}, expected (F, 16, 2)")
             check_finite(poses, path, "'poses'")

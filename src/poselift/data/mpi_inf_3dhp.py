@@ -49,7 +49,7 @@ import numpy as np
 from poselift.camera import Camera, fit_pinhole
 from poselift.data.prepared import PreparedDataset, Sequence
 from poselift.errors import InputError
-from poselift.io import check_finite, open_h5
+from poselift.io import check_finite, open_h5, read_h5_dataset
 from poselift.keypoint_formats import MPI_INF_3DHP17, to_h36m17
 
 SEQUENCES = ("TS1", "TS2", "TS3", "TS4", "TS5", "TS6")
@@ -140,19 +140,9 @@ def _refuse_matlab_v5(path: Path) -> None:
                                "shipped with the 3DHP test set (re-save it in MATLAB with save -v7.3)")
 
 
-def _dataset(f: h5py.File, key: str, path: Path) -> np.ndarray:
-    obj = f.get(key)
-    if not isinstance(obj, h5py.Dataset):
-        raise InputError(path, f"missing dataset '{key}' (has: {', '.join(sorted(f.keys())) or 'nothing'})")
-    try:
-        return np.asarray(obj[()], dtype=np.float64)
-    except (OSError, ValueError, TypeError) as e:
-        raise InputError(path, f"dataset '{key}' is unreadable ({type(e).__name__}: {e})") from None
-
-
 def _points(f: h5py.File, key: str, dims: int, path: Path) -> np.ndarray:
     """(F, 1, 17, D) as h5py reads MATLAB's D x 17 x 1 x F -> (F, 17, D)."""
-    array = _dataset(f, key, path)
+    array = read_h5_dataset(f, key, path)
     shape = array.shape
     if array.ndim == 4 and shape[1] == 1:
         array = array[:, 0]
@@ -163,7 +153,7 @@ def _points(f: h5py.File, key: str, dims: int, path: Path) -> np.ndarray:
 
 
 def _valid(f: h5py.File, path: Path) -> np.ndarray:
-    array = _dataset(f, "valid_frame", path)
+    array = read_h5_dataset(f, "valid_frame", path)
     if array.ndim > 2 or (array.ndim == 2 and 1 not in array.shape):
         raise InputError(path, f"'valid_frame' has shape {array.shape}, expected (F, 1)")
     array = array.reshape(-1)
