@@ -1,6 +1,6 @@
 # poselift's workflow: prepare -> detect -> train stage I -> train stage II (on the frozen stage I) ... ->
 # evaluate -> report, for every experiment of params.yaml. Each rule only wires files to a `poselift`
-# command; its log is in logs/, its timing in benchmarks/.
+# command; its log is in logs/, its timing in logs/benchmarks/.
 #
 #   snakemake --profile slurm all                               on a Slurm cluster (GPU jobs: resources gpu=1)
 #   snakemake --profile workflow/profiles/local all             here, everything on the CPU (= make run)

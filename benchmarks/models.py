@@ -4,8 +4,8 @@
                                 [--seconds S] [--max-call-seconds C] [--json OUT]
 
 Presets are params.yaml's ``models`` section (names ending in ``-cpu`` are the CPU configs, the others the
-papers'), plus ``mean-pose``, which has no preset there (it has no size to choose). ``--models`` selects by
-class name (``pot``, ``mixste``, ...; see poselift.models.MODELS) or preset name. For each preset it prints:
+papers'). ``--models`` selects by class name (``pot``, ``mixste``, ...; see poselift.models.MODELS) or preset
+name. For each preset it prints:
 
 - params: trainable parameters.
 - FLOPs per window: forward FLOPs of one input window of T_in frames (B = 1), counted by
@@ -54,7 +54,6 @@ from poselift.experiments import ModelSpec, model_spec, read_params
 from poselift.models import MODELS
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-EXTRA_PRESETS = {"mean-pose": ("mean-pose", {})}  # classes without a params.yaml preset: (class, args)
 DEFAULT_TRAIN_BATCH = 256  # for presets no params.yaml stage trains, nor any stage of the same class
 DENSE_OUTPUTS = 2048  # output frames for the whole-sequence FLOPs of models with a receptive field
 MAX_BATCH = 4096
@@ -65,7 +64,7 @@ class Preset:
     name: str
     cls: str
     args: dict
-    kind: str  # "paper" | "cpu" | "-"
+    kind: str  # "paper" | "cpu"
     train_batch: int  # the typical training batch (windows)
 
 
@@ -93,14 +92,13 @@ class Row:
 
 
 def load_presets(path: Path = PARAMS) -> list[Preset]:
-    """params.yaml's model presets (+ EXTRA_PRESETS), each with the batch size its training stage uses."""
+    """params.yaml's model presets, each with the batch size its training stage uses."""
     params = read_params(path)
     stages = [s for e in (params.get("experiments") or {}).values() for s in e.get("stages", [])]
     presets = []
     specs = [model_spec(params, name, path) for name in params.get("models") or {}]
-    specs += [ModelSpec(name, cls, args) for name, (cls, args) in EXTRA_PRESETS.items()]
     for spec in specs:
-        kind = "cpu" if spec.preset.endswith("-cpu") else "-" if spec.preset in EXTRA_PRESETS else "paper"
+        kind = "cpu" if spec.preset.endswith("-cpu") else "paper"
         batch = _typical_batch(params, stages, spec, kind)
         presets.append(Preset(spec.preset, spec.cls, dict(spec.args), kind, batch))
     return presets

@@ -52,3 +52,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def stage_losses():
+    """``stage_losses(experiment, stage)``: the ``losses`` (term name -> weight) of the stage named ``stage`` of
+    ``experiment`` in the repository's params.yaml, the weights the training loop sums."""
+    import yaml
+
+    experiments = yaml.safe_load((REPO / "params.yaml").read_text())["experiments"]
+
+    def losses(experiment: str, stage: str) -> dict[str, float]:
+        return next(s for s in experiments[experiment]["stages"] if s["name"] == stage)["losses"]
+
+    return losses

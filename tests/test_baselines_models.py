@@ -1,19 +1,17 @@
-"""Baseline lifters: Martinez et al.'s linear model, VideoPose3D's temporal convolutions, the mean pose."""
+"""Baseline lifters: Martinez et al.'s linear model and VideoPose3D's temporal convolutions."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from poselift.errors import InputError
+from poselift.lifting.layers import count_parameters
+from poselift.lifting.martinez import LinearBaseline, MaxNormLinear
+from poselift.lifting.videopose3d import TemporalConvNet
 from poselift.models import MODELS
-from poselift.models.baselines import LinearBaseline, MaxNormLinear, MeanPose, TemporalConvNet
-
 
 
 def assert_overfits(model, x, target, steps: int) -> None:
@@ -28,15 +26,11 @@ def assert_overfits(model, x, target, steps: int) -> None:
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
 
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
 
 def test_registered_under_their_names():
     assert MODELS["martinez"] is LinearBaseline
     assert MODELS["videopose3d"] is TemporalConvNet
-    assert MODELS["mean-pose"] is MeanPose
-    assert {LinearBaseline.output_frames, TemporalConvNet.output_frames, MeanPose.output_frames} == {"centre"}
+    assert {LinearBaseline.output_frames, TemporalConvNet.output_frames} == {"centre"}
 
 
 # --- Martinez et al. 2017 ------------------------------------------------------------------------
@@ -51,7 +45,7 @@ def test_martinez_structure_and_parameter_count():
     assert (m.output.in_features, m.output.out_features) == (1024, 48)  # 16 non-root joints
     # weights + biases of 34->1024, 4 x 1024->1024, 1024->48, plus 5 BatchNorms of 1024 (gamma, beta)
     expected = 34 * 1024 + 1024 + 4 * (1024 * 1024 + 1024) + 1024 * 48 + 48 + 5 * 2 * 1024
-    assert _count(m) == expected == 4_293_680
+    assert count_parameters(m) == expected == 4_293_680
     assert [type(x) for x in m.modules() if isinstance(x, nn.Dropout)] and m.drop.p == 0.5
 
 
@@ -240,9 +234,9 @@ def test_official_cpn_config_has_16_95m_parameters():
     assert args["filter_widths"] == [3, 3, 3, 3, 3] and args["channels"] == 1024 and args["num_joints"] == 17
     official_params = sum(v.numel() for k, v in sd.items() if not k.split(".")[-1].startswith(("running", "num")))
     with torch.device("meta"):
-        assert _count(TemporalConvNet(**args)) == official_params == 16_952_371
-        assert round(_count(TemporalConvNet(filter_widths=[3, 3, 3])) / 1e6, 2) == 8.56
-        assert round(_count(TemporalConvNet(filter_widths=[3, 3, 3, 3])) / 1e6, 2) == 12.75
+        assert count_parameters(TemporalConvNet(**args)) == official_params == 16_952_371
+        assert round(count_parameters(TemporalConvNet(filter_widths=[3, 3, 3])) / 1e6, 2) == 8.56
+        assert round(count_parameters(TemporalConvNet(filter_widths=[3, 3, 3, 3])) / 1e6, 2) == 12.75
 
 
 def test_temporal_conv_net_overfits_a_small_batch():
@@ -251,27 +245,3 @@ def test_temporal_conv_net_overfits_a_small_batch():
     x = torch.randn(32, 9, 17, 2) * 0.3
     target = torch.randn(32, 1, 17, 3) * 0.2
     assert_overfits(m, x, target, steps=100)
-
-
-# --- mean pose -----------------------------------------------------------------------------------
-
-
-def test_mean_pose_returns_the_training_mean_for_any_input():
-    rng = np.random.default_rng(0)
-    targets = rng.normal(0, 300, (50, 17, 3)).astype(np.float32)
-    targets[:, 0] = 0
-    valid = np.ones(50, dtype=bool)
-    valid[:10] = False
-    targets[:10] += 5000  # invalid frames must not count
-    m = MeanPose().fit(SimpleNamespace(targets_3d=targets, valid=valid))
-    assert list(m.parameters()) == []
-    expected = torch.as_tensor(targets[10:].mean(0) / 1000.0)  # mm -> m
-    for x in (torch.zeros(3, 1, 17, 2), torch.randn(3, 1, 17, 2) * 5):
-        y = m(x)["pose_3d"]
-        assert y.shape == (3, 1, 17, 3)
-        torch.testing.assert_close(y, expected.expand(3, 1, 17, 3))
-    assert torch.equal(y[0, 0, 0], torch.zeros(3))
-
-    restored = MeanPose()  # the mean travels in the state dict
-    restored.load_state_dict(m.state_dict(), strict=True)
-    torch.testing.assert_close(restored(torch.zeros(1, 1, 17, 2))["pose_3d"][0, 0], expected)

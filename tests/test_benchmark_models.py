@@ -78,12 +78,12 @@ def params(tmp_path) -> Path:
 
 def test_presets_take_the_batch_of_the_stage_that_trains_them(bench, params):
     presets = {p.name: p for p in bench.load_presets(params)}
-    assert list(presets) == ["tcn-paper", "tcn-other", "tcn-cpu", "mlp-cpu", "mean-pose"]
+    assert list(presets) == ["tcn-paper", "tcn-other", "tcn-cpu", "mlp-cpu"]
     assert presets["tcn-paper"].train_batch == 1024  # its own stage
     assert presets["tcn-other"].train_batch == 1024  # a stage of the same class and kind
     assert presets["tcn-cpu"].train_batch == 64
     assert presets["mlp-cpu"].train_batch == bench.DEFAULT_TRAIN_BATCH  # no stage of its class
-    assert [p.kind for p in presets.values()] == ["paper", "paper", "cpu", "cpu", "-"]
+    assert [p.kind for p in presets.values()] == ["paper", "paper", "cpu", "cpu"]
     chosen = bench.select(list(presets.values()), "videopose3d,mlp-cpu")
     assert [p.name for p in chosen] == ["tcn-paper", "tcn-other", "tcn-cpu", "mlp-cpu"]
     with pytest.raises(SystemExit, match="unknown model"):

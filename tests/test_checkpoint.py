@@ -1,4 +1,4 @@
-"""Checkpoints (poselift.checkpoint), ``poselift.load_model`` and ``poselift import-checkpoint``."""
+"""Checkpoints (poselift.training.checkpoint), ``poselift.load_model`` and ``poselift import-checkpoint``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from poselift.checkpoint import load_model, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from poselift.training.checkpoint import load_model, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from poselift.errors import InputError
-from poselift.models.baselines import TemporalConvNet
+from poselift.lifting.videopose3d import TemporalConvNet
 
 
 def _vp3d():
@@ -31,7 +31,7 @@ def test_a_checkpoint_round_trips_and_loads_as_a_ready_model(tmp_path):
     save_checkpoint(path, {"model": "videopose3d", "args": args, "window": 9, "state_dict": model.state_dict(),
                            "epoch": 3, "metrics": {"val_mpjpe": 50.5}})
     raw = torch.load(path, weights_only=True)
-    assert (raw["format"], raw["version"], raw["epoch"], raw["metrics"]) == ("poselift.checkpoint", 1, 3,
+    assert (raw["format"], raw["version"], raw["epoch"], raw["metrics"]) == ("poselift.training.checkpoint", 1, 3,
                                                                              {"val_mpjpe": 50.5})
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # atomic: no temporary left behind
     loaded = load_model(path)
@@ -51,7 +51,7 @@ def test_foreign_damaged_and_unsafe_files_are_one_line_input_errors(tmp_path):
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:100])
     with pytest.raises(InputError, match="not a readable torch checkpoint"):
         read_checkpoint(tmp_path / "cut.pt")
-    torch.save({"format": "poselift.checkpoint", "code": InputError("x", "y")}, tmp_path / "unsafe.pt")
+    torch.save({"format": "poselift.training.checkpoint", "code": InputError("x", "y")}, tmp_path / "unsafe.pt")
     with pytest.raises(InputError, match=r"refused by torch.load\(weights_only=True\): Unsupported global") as e:
         read_checkpoint(tmp_path / "unsafe.pt")
     assert "\n" not in str(e.value)
@@ -80,7 +80,7 @@ def test_import_poselift_stays_light_and_exports_load_model():
     code = ("import sys, poselift; assert 'torch' not in sys.modules, 'torch imported'; "
             "f = poselift.load_model; assert 'torch' not in sys.modules, 'torch imported'; print(f.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "poselift.checkpoint"
+    assert out.strip() == "poselift.training.checkpoint"
 
 
 # --- official checkpoints ------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_import_videopose3d(tmp_path, run_cli):
 
 
 def test_import_mixste(tmp_path, run_cli):
-    from poselift.models.mixste import OFFICIAL_NAMES, MixSTE
+    from poselift.lifting.mixste import OFFICIAL_NAMES, MixSTE
 
     torch.manual_seed(0)
     model = MixSTE(num_frames=9, embed_dim=16, depth=2, num_heads=8).eval()
@@ -135,7 +135,7 @@ def test_import_mixste(tmp_path, run_cli):
 
 
 def test_import_poseformer(tmp_path, run_cli):
-    from poselift.models.sta import PoseFormer
+    from poselift.lifting.sta import PoseFormer
 
     torch.manual_seed(0)
     model = PoseFormer(num_frames=9, embed_dim_ratio=16, depth=2, num_heads=8).eval()

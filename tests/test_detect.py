@@ -14,8 +14,8 @@ from scipy.stats import spearmanr
 from poselift.camera import Camera
 from poselift.data.detections import load_detections
 from poselift.data.prepared import PreparedDataset, Sequence, content_hash, write_prepared
-from poselift.detectors import synthetic
-from poselift.detectors.synthetic import SWAP_PAIRS, SyntheticParams, person_scale, simulate
+from poselift.detection import synthetic
+from poselift.detection.synthetic import SWAP_PAIRS, SyntheticParams, person_scale, simulate
 from poselift.skeleton import H36M17
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,6 +10,7 @@ import yaml
 from poselift.errors import InputError
 from poselift.experiments import STAGE_KEYS, experiment_names, load_experiment
 from poselift.models import MODELS
+from poselift.training.tasks.lifting import LiftingTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,8 +44,10 @@ def test_a_good_experiment_is_read_with_defaults_and_layout(tmp_path):
     exp = load_experiment("x", _write(tmp_path, GOOD))
     a, b = exp.stages
     assert (a.number, a.name, a.model.cls, a.model.args) == (1, "a", "martinez", {"linear_size": 16, "num_blocks": 1})
-    assert (a.window, a.optimizer, a.schedule, a.max_norm, a.select) == (1, "adam", {"gamma": 1.0, "every": 1},
-                                                                          None, "best")
+    assert (a.task, a.optimizer, a.schedule, a.max_norm, a.select) == ("lifting", "adam", {"gamma": 1.0, "every": 1},
+                                                                        None, "best")
+    assert a.options == {"window": 1, "flip_augment": False, "flip_test": False, "validation_frames": 20000,
+                         "windows_per_epoch": None}  # the lifting task's keys and defaults
     assert b.lr == 1e-4  # PyYAML reads "1e-4" as a string; it is accepted as a number
     assert (b.init, b.freeze, b.schedule) == ({"": 1}, ["blocks"], {"gamma": 0.96, "every": 4})
     assert exp.dataset.validation_split == "test" and exp.dataset.options == {"source": "somewhere"}
@@ -52,7 +55,7 @@ def test_a_good_experiment_is_read_with_defaults_and_layout(tmp_path):
     assert exp.detections_path() == Path("data/detections/toy/synthetic.h5")
     assert exp.stage_dir(2) == Path("results/x/stage2")
     assert exp.evaluation_dir() == Path("results/x/evaluation")
-    assert set(a.config()) == {"number", *STAGE_KEYS}
+    assert set(a.config()) == {"number", *STAGE_KEYS, *LiftingTask.stage_keys}
 
 
 def test_the_prepared_detector_means_no_detections_file(tmp_path):
@@ -65,7 +68,7 @@ def test_every_repository_experiment_is_valid():
     loss term exists, every init/freeze refers to an earlier stage and a real submodule."""
     import torch
 
-    from poselift.train import submodule
+    from poselift.training.stage import submodule
 
     names = experiment_names(REPO / "params.yaml")
     assert {"pot-ugrn-cpu", "mixste-cpu", "pot-ugrn-h36m", "mixste-h36m", "poseformer-h36m"} <= set(names)

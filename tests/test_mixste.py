@@ -1,4 +1,4 @@
-"""MixSTE (poselift.models.mixste) and its losses (WMPJPE, TCLoss, MPJVE): structure, seq2seq output,
+"""MixSTE (poselift.lifting.mixste) and its losses (WMPJPE, TCLoss, MPJVE): structure, seq2seq output,
 joint separation, first-loop position embeddings, training, official-checkpoint conversion."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from poselift.losses import LOSSES, mpjpe, mpjve, tcloss, wmpjpe
+from poselift.lifting.layers import count_parameters
+from poselift.lifting.losses import LOSSES, mpjpe, mpjve, tcloss, wmpjpe
+from poselift.lifting.mixste import MixSTE, convert_official_state_dict
 from poselift.models import MODELS
-from poselift.models.mixste import LOSS_WEIGHTS, MixSTE, convert_official_state_dict, count_parameters
 from poselift.skeleton import H36M17, MIXSTE_JOINT_WEIGHTS
 
 W = torch.as_tensor(MIXSTE_JOINT_WEIGHTS)
@@ -151,7 +152,8 @@ def smooth_clips(n: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, x @ a.T + x[:, :, parents] @ b.T + c
 
 
-def test_overfits_a_small_batch_with_the_paper_loss():
+def test_overfits_a_small_batch_with_the_paper_loss(stage_losses):
+    weights = stage_losses("mixste-h36m", "mixste")  # Eq. 9's terms and lambdas
     inputs, poses = smooth_clips(2, 9)
     model = tiny(num_frames=9, embed_dim=32, num_heads=4).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -160,7 +162,7 @@ def test_overfits_a_small_batch_with_the_paper_loss():
         start = mpjpe(model(inputs)["pose_3d"], poses).item()
     for _ in range(300):
         out = model(inputs)
-        loss = sum(w * LOSSES[name](out, batch) for name, w in LOSS_WEIGHTS.items())  # Eq. 9
+        loss = sum(w * LOSSES[name](out, batch) for name, w in weights.items())  # Eq. 9
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -173,8 +175,9 @@ def test_overfits_a_small_batch_with_the_paper_loss():
 # --- losses (Sec. 3.3) ----------------------------------------------------------------------------------
 
 
-def test_loss_weights_are_the_official_ones():
-    assert LOSS_WEIGHTS == {"wmpjpe": 1.0, "tcloss": 0.5, "mpjve": 2.0}
+def test_loss_weights_are_the_official_ones(stage_losses):
+    for experiment in ("mixste-h36m", "mixste-cpu"):  # Eq. 9 with the official run.py's lambdas
+        assert stage_losses(experiment, "mixste") == {"wmpjpe": 1.0, "tcloss": 0.5, "mpjve": 2.0}
     groups = {"torso": ["pelvis", "right_hip", "left_hip", "spine", "thorax", "neck_nose"],
               "terminal limb": ["left_elbow", "left_wrist", "right_elbow", "right_wrist"]}
     idx = {n: i for i, n in enumerate(H36M17.names)}

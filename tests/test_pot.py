@@ -1,4 +1,4 @@
-"""POT + UGRN (poselift.models.pot) and the uncertainty loss (Eq. 13): mechanisms, training, parameter counts."""
+"""POT + UGRN (poselift.lifting.pot) and the uncertainty loss (Eq. 13): mechanisms, training, parameter counts."""
 
 from __future__ import annotations
 
@@ -8,20 +8,27 @@ import numpy as np
 import pytest
 import torch
 
-from poselift.losses import LOSSES, mpjpe, uncertainty_loss
-from poselift.models.pot import (
-    POT,
-    POTUGRN,
-    UGRN,
-    STAGE_LOSS_WEIGHTS,
-    PoseOrientedAttention,
-    UncertaintyGuidedAttention,
-    count_parameters,
-    stage_ii_loss,
-)
+from poselift.lifting.layers import count_parameters
+from poselift.lifting.losses import LOSSES, mpjpe, uncertainty_loss
+from poselift.lifting.pot import POT, POTUGRN, UGRN, PoseOrientedAttention, UncertaintyGuidedAttention
 from poselift.skeleton import H36M17, POT_GROUPS
+from poselift.training.stage import freeze, train_mode
 
 HOP = torch.as_tensor(H36M17.hop_distance(), dtype=torch.float32)
+
+
+def attention_by_hand(attn, x: torch.Tensor, logits) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. 1-2 written out on ``attn``'s weights: (output, softmax(A)) for tokens x (N, J, C) and
+    A = logits(q, k), q and k (N, H, J, d)."""
+    n, j, c = x.shape
+    q, k, v = attn.qkv(x).reshape(n, j, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+    weights = logits(q, k).softmax(dim=-1)
+    return attn.proj((weights @ v).transpose(1, 2).reshape(n, j, c)), weights
+
+
+def stage_loss(losses: dict[str, float]):
+    """loss_fn(out, targets): the sum a params.yaml stage's ``losses`` stands for, on LOSSES' terms."""
+    return lambda out, y: sum(w * LOSSES[name](out, {"targets_3d": y}) for name, w in losses.items())
 
 
 def small_pot(**kw) -> POT:
@@ -59,10 +66,10 @@ def test_po_sa_bias_is_phi_of_hop_distance():
         values.append(phi_d)
     assert len(values) == int(HOP.max()) + 1 and torch.stack(values).unique(dim=0).shape[0] == len(values)
 
-    # the logits are exactly q k^T / sqrt(d) + Phi(D) (Eq. 6)
+    # the attention is exactly softmax(q k^T / sqrt(d) + Phi(D)) V (Eq. 6; head dim d = 4)
     x = torch.randn(3, 17, 16)
-    q, k, _ = attn.split(x)
-    torch.testing.assert_close(attn.logits(q, k, HOP) - q @ k.transpose(-2, -1) / 2.0, bias.expand(3, -1, -1, -1))
+    expected, _ = attention_by_hand(attn, x, lambda q, k: q @ k.transpose(-2, -1) / 2.0 + bias)
+    torch.testing.assert_close(attn(x, HOP), expected)
 
     # another hop-distance matrix gives another attention output, in the layer and in the whole model
     shuffled = HOP[torch.randperm(17)][:, torch.randperm(17)]
@@ -135,23 +142,29 @@ def test_ug_sa_logits_follow_eq_11():
     attn = UncertaintyGuidedAttention(dim=12, heads=3, dropout=0.0)
     x = torch.randn(2, 17, 12)
     sigma = 0.01 + 0.1 * torch.rand(2, 17, 3)
-    q, k, _ = attn.split(x)  # head dim d = 4
-    expected = (q @ k.transpose(-2, -1)) / (2.0 * sigma.sum(-1)[:, None, None, :])
-    torch.testing.assert_close(attn.weights(x, sigma), expected.softmax(-1))
+    temperature = sigma.sum(-1)[:, None, None, :]  # Sum(sigma_j) of the key joint j; head dim d = 4
+    expected, _ = attention_by_hand(attn, x, lambda q, k: (q @ k.transpose(-2, -1)) / (2.0 * temperature))
+    torch.testing.assert_close(attn(x, sigma), expected)
 
 
 def test_ug_sa_gives_less_weight_to_uncertain_keys():
     attn = UncertaintyGuidedAttention(dim=8, heads=1, dropout=0.0)
-    with torch.no_grad():  # q = k = v = x, so every query-key logit is ||x||^2 / sqrt(d) = 2 sqrt(2) > 0
-        attn.qkv.weight.copy_(torch.eye(8).repeat(3, 1))
-    x = torch.ones(1, 5, 8)
+    # token j = (1, 1, 1, one-hot(j) in 5 channels); q = k = its first 3 channels, so every query-key
+    # product is 3 > 0; v_j = one-hot(j) and W^O = I, so the output of query i is its weights over the keys j
+    x = torch.cat([torch.ones(1, 5, 3), torch.eye(5)[None]], dim=-1)
+    qk, v = torch.zeros(8, 8), torch.zeros(8, 8)
+    qk[:3, :3], v[:5, 3:] = torch.eye(3), torch.eye(5)
+    with torch.no_grad():
+        attn.qkv.weight.copy_(torch.cat([qk, qk, v]))
+        attn.proj.weight.copy_(torch.eye(8))
+        attn.proj.bias.zero_()
     sums = torch.tensor([0.3, 0.03, 0.12, 0.06, 0.6])  # Sum(sigma_j) of the 5 key joints
     sigma = (sums[:, None] / 3).expand(5, 3)[None]
-    w = attn.weights(x, sigma)[0, 0]  # (query, key)
+    w = attn(x, sigma)[0, :, :5]  # (query, key)
     order = torch.argsort(sums)
     assert torch.all(w[:, order[:-1]] > w[:, order[1:]])  # weight falls as the key's uncertainty rises
-    # exactly softmax_j(2 sqrt(2) / (sqrt(d) * Sum(sigma_j))) for every query
-    torch.testing.assert_close(w, (1.0 / sums).softmax(-1).expand(5, 5))
+    # exactly softmax_j(3 / (sqrt(d) * Sum(sigma_j))) for every query, d = 8
+    torch.testing.assert_close(w, (3 / math.sqrt(8) / sums).softmax(-1).expand(5, 5))
 
 
 def test_ug_sampling_on_in_training_off_in_eval():
@@ -192,7 +205,7 @@ def test_sigma_is_positive_and_starts_near_initial_value():
 # --- losses (Eqs. 12-14) ------------------------------------------------------------------------------
 
 
-def test_uncertainty_loss_by_hand():
+def test_uncertainty_loss_by_hand(stage_losses):
     target = torch.zeros(1, 2, 3)
     pred = torch.tensor([[[0.02, -0.01, 0.0], [0.0, 0.0, 0.0]]])
     sigma = torch.tensor([[[0.01, 0.01, 0.02], [0.1, 0.1, 0.1]]])
@@ -200,16 +213,21 @@ def test_uncertainty_loss_by_hand():
     expected = (5 + math.log(6e-4) + math.log(0.03)) / 2
     assert uncertainty_loss(pred, target, sigma).item() == pytest.approx(expected, rel=1e-6)
 
+    # stage II: L_refine (Eq. 14) + lambda L_sigma (Eq. 13), lambda = 0.001, as params.yaml's stage II lists it,
+    # from LOSSES' named terms on (B, 1, J, 3) outputs and (B, J, 3) seq2frame targets
     outputs = {"pose_3d": torch.tensor([[[0.03, 0.04, 0.0], [0.0, 0.0, 0.0]]]), "pose_3d_stage1": pred,
                "sigma": sigma}
-    assert stage_ii_loss(outputs, target).item() == pytest.approx(0.05 / 2 + 1e-3 * expected, rel=1e-6)
-    # the same sum from the named terms a params.yaml stage lists, with (B, J, 3) seq2frame targets
-    terms = STAGE_LOSS_WEIGHTS["stage2"]
+    outputs = {k: v[:, None] for k, v in outputs.items()}
     batch = {"targets_3d": target}
-    outputs = {k: v[:, None] for k, v in outputs.items()}  # (B, 1, J, 3) as the model returns them
+    terms = stage_losses("pot-ugrn-h36m", "ugrn")
+    assert terms == {"pot_refine": 1.0, "pot_uncertainty": 0.001}
     total = sum(w * LOSSES[name](outputs, batch) for name, w in terms.items())
     assert total.item() == pytest.approx(0.05 / 2 + 1e-3 * expected, rel=1e-6)
+    # stage I: Eq. 12 on POT's pose
+    assert stage_losses("pot-ugrn-h36m", "pot") == {"pot_stage1": 1.0}
     assert LOSSES["pot_stage1"](outputs, batch).item() == pytest.approx(0.01 * math.sqrt(5) / 2, rel=1e-6)
+    for stage in ("pot", "ugrn"):  # the CPU experiment trains with the paper's losses
+        assert stage_losses("pot-ugrn-cpu", stage) == stage_losses("pot-ugrn-h36m", stage)
 
 
 def test_uncertainty_loss_minimum():
@@ -239,7 +257,7 @@ def fit(model, x, y, loss_fn, steps, lr=3e-3):
     model.eval()
 
 
-def test_pot_then_ugrn_overfit_a_small_batch():
+def test_pot_then_ugrn_overfit_a_small_batch(stage_losses):
     """Stage I then stage II on 64 fixed pairs: each loss ends below 10% of its start and of predicting 0."""
     torch.manual_seed(4)
     x, y = linear_map_batch()
@@ -248,7 +266,7 @@ def test_pot_then_ugrn_overfit_a_small_batch():
 
     with torch.no_grad():
         start = mpjpe(model.pot(x)["pose_3d"], y).item()
-    fit(model.pot, x, y, lambda out, t: mpjpe(out["pose_3d"], t), steps=300)  # stage I, Eq. 12
+    fit(model.pot, x, y, stage_loss(stage_losses("pot-ugrn-h36m", "pot")), steps=300)  # stage I, Eq. 12
     with torch.no_grad():
         stage1 = mpjpe(model.pot(x)["pose_3d"], y).item()
     assert stage1 < 0.1 * start and stage1 < 0.1 * zero_baseline
@@ -257,7 +275,7 @@ def test_pot_then_ugrn_overfit_a_small_batch():
         p.requires_grad_(False)
     with torch.no_grad():
         start = mpjpe(model(x)["pose_3d"], y).item()
-    fit(model, x, y, stage_ii_loss, steps=300)  # stage II, Eq. 14 + lambda Eq. 13
+    fit(model, x, y, stage_loss(stage_losses("pot-ugrn-h36m", "ugrn")), steps=300)  # stage II, Eq. 14 + lambda Eq. 13
     with torch.no_grad():
         out = model(x)
     stage2 = mpjpe(out["pose_3d"], y).item()
@@ -265,16 +283,12 @@ def test_pot_then_ugrn_overfit_a_small_batch():
     torch.testing.assert_close(mpjpe(out["pose_3d_stage1"], y).item(), stage1)  # POT untouched
 
 
-def test_frozen_pot_is_untouched_by_stage_ii():
+def test_frozen_pot_is_untouched_by_stage_ii(stage_losses):
     torch.manual_seed(5)
     model = POTUGRN(dim=16, heads=2, pot_depth=1, ugrn_depth=1, dropout=0.25)
     x, y = linear_map_batch(8)
-    model.train()
-    assert model.pot.training  # not frozen yet: the usual train()
-
-    for p in model.pot.parameters():
-        p.requires_grad_(False)
-    model.train()
+    frozen = freeze(model, ["pot"], "params.yaml")  # stage II's `freeze: [pot]`, as the training loop does it
+    train_mode(model, frozen)
     assert model.ugrn.training and not model.pot.training  # frozen POT: no dropout on Y~
     pot_before = {k: v.clone() for k, v in model.pot.state_dict().items()}
     ugrn_before = {k: v.clone() for k, v in model.ugrn.state_dict().items()}
@@ -282,7 +296,7 @@ def test_frozen_pot_is_untouched_by_stage_ii():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)  # all parameters, as a careless loop might
     out = model(x)
     torch.testing.assert_close(out["pose_3d_stage1"], model.pot(x)["pose_3d"])  # deterministic stage I
-    stage_ii_loss(out, y).backward()
+    stage_loss(stage_losses("pot-ugrn-h36m", "ugrn"))(out, y).backward()
     opt.step()
 
     assert all(p.grad is None for p in model.pot.parameters())

@@ -8,10 +8,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from poselift.errors import InputError
-from poselift.losses import LOSSES, STA_WEIGHTS, sta_loss
+from poselift.lifting.layers import count_parameters
+from poselift.lifting.losses import LOSSES
+from poselift.lifting.sta import (AFTER_MLP, AFTER_MSA, BEFORE_MSA, Block, ConvAttention, PoseFormer, STAEstimator,
+                                  convert_official_state_dict)
 from poselift.models import MODELS
-from poselift.models.sta import (AFTER_MLP, AFTER_MSA, BEFORE_MSA, Block, ConvAttention, PoseFormer, STAEstimator,
-                                 convert_official_state_dict, count_parameters)
 
 TINY = dict(num_joints=17, embed_dim_ratio=8, depth=2, num_heads=2, drop_path_rate=0.0)
 
@@ -243,7 +244,13 @@ def test_attention_module_position_in_block(position):
 # --- training and the loss (Eqs. 13-15) ------------------------------------------------------------------
 
 
-def test_sta_overfits_a_small_batch():
+def sta_loss(out: dict, batch: dict, weights: dict[str, float]) -> torch.Tensor:
+    """Eq. 15: lambda_s L_s + lambda_t L_t, from LOSSES' named terms, as a params.yaml stage sums them."""
+    return sum(w * LOSSES[name](out, batch) for name, w in weights.items())
+
+
+def test_sta_overfits_a_small_batch(stage_losses):
+    weights = stage_losses("sta-h36m", "sta")
     torch.manual_seed(0)
     model = STAEstimator(num_frames=9, num_joints=17, embed_dim_ratio=16, depth=2, num_heads=4, norm_groups=4,
                          drop_path_rate=0.0)
@@ -252,7 +259,7 @@ def test_sta_overfits_a_small_batch():
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(250):
-        loss = sta_loss(model(x), batch)
+        loss = sta_loss(model(x), batch, weights)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -261,7 +268,7 @@ def test_sta_overfits_a_small_batch():
     assert final < 0.1 * losses[0], (losses[0], final)
 
 
-def test_sta_loss_by_hand():
+def test_sta_loss_by_hand(stage_losses):
     target = torch.zeros(2, 1, 17, 3)
     pose = torch.zeros(2, 1, 17, 3)
     pose[0, 0, 0] = torch.tensor([3.0, 4.0, 0.0])  # one joint 5 m off
@@ -269,8 +276,9 @@ def test_sta_loss_by_hand():
     spatial[:, 1] = 0.0
     spatial[1, 1, 2] = torch.tensor([0.0, 0.0, 2.0])  # centre frame: one joint 2 m off
     out, batch = {"pose_3d": pose, "pose_3d_spatial": spatial}, {"targets_3d": target}
-    assert STA_WEIGHTS == {"sta_spatial": 1.0, "sta_temporal": 1.0}
-    assert sta_loss(out, batch).item() == pytest.approx((2 + 5) / 34)
+    weights = stage_losses("sta-h36m", "sta")  # the paper gives no lambdas: 1 and 1 in both experiments
+    assert weights == stage_losses("sta-cpu", "sta") == {"sta_spatial": 1.0, "sta_temporal": 1.0}
+    assert sta_loss(out, batch, weights).item() == pytest.approx((2 + 5) / 34)
     weights = {"sta_spatial": 0.5, "sta_temporal": 2.0}
     assert sta_loss(out, batch, weights).item() == pytest.approx(0.5 * 2 / 34 + 2.0 * 5 / 34)
     assert LOSSES["sta_spatial"](out, {"targets_3d": target[:, 0]}).item() == pytest.approx(2 / 34)  # (B, 17, 3)

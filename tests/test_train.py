@@ -1,5 +1,5 @@
 """The training loop, resuming, stage initialisation and freezing, evaluation and MLflow tracking
-(poselift.train, poselift.tracking, `poselift train` / `poselift evaluate`), on tiny models and a tiny
+(poselift.training.loop, poselift.tracking, `poselift train` / `poselift evaluate`), on tiny models and a tiny
 synthetic prepared dataset."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from poselift.camera import Camera
-from poselift.checkpoint import read_checkpoint
+from poselift.training.checkpoint import read_checkpoint
 from poselift.data.prepared import PreparedDataset, Sequence, write_prepared
 from poselift.models import MODELS
 from poselift.skeleton import H36M17
@@ -170,7 +170,7 @@ def test_a_stage_trains_the_loss_falls_and_checkpoints_are_self_describing(tmp_p
 
     for name in ("last.pt", "checkpoint.pt"):  # plain tensors and Python values only
         ckpt = torch.load(out / name, weights_only=True)
-        assert (ckpt["format"], ckpt["model"], ckpt["args"], ckpt["window"]) == ("poselift.checkpoint", "tiny",
+        assert (ckpt["format"], ckpt["model"], ckpt["args"], ckpt["window"]) == ("poselift.training.checkpoint", "tiny",
                                                                                  {"window": 3}, 3)
     best = read_checkpoint(out / "checkpoint.pt")
     assert best["epoch"] == h["best"]["epoch"] and best["metrics"]["val_mpjpe"] == h["best"]["val_mpjpe"]
@@ -185,11 +185,12 @@ def test_a_stage_trains_the_loss_falls_and_checkpoints_are_self_describing(tmp_p
 
 def _mean_pose_error(prepared) -> float:
     """Validation MPJPE (mm) of predicting the training split's mean pose for every frame."""
-    from poselift.train import load_data, views
+    from poselift.data.loading import load_data, split_views
 
     data, _ = load_data(prepared, None)
-    mean = views(data, None, "train", prepared, None).targets_3d.mean(axis=0)
-    return float(np.linalg.norm(views(data, None, "validation", prepared, None).targets_3d - mean, axis=-1).mean())
+    mean = split_views(data, None, "train", prepared, None).targets_3d.mean(axis=0)
+    return float(np.linalg.norm(split_views(data, None, "validation", prepared, None).targets_3d - mean,
+                                axis=-1).mean())
 
 
 def test_load_model_returns_the_trained_model_in_eval_mode(tmp_path, run_cli, prepared):
@@ -271,23 +272,24 @@ def test_stage_two_starts_from_stage_one_and_its_frozen_part_never_changes(tmp_p
 def test_frozen_submodules_get_no_gradient_and_stay_in_eval_mode(tmp_path, prepared):
     """One training epoch through the loop's own functions: frozen parameters never receive a gradient
     and their dropout is off (so stage I's output is deterministic during stage II)."""
-    from poselift.data.windows import Batches
     from poselift.experiments import load_experiment
-    from poselift.losses import LOSSES
-    from poselift.train import _train_epoch, freeze, load_data, make_optimizer, make_windows, views
+    from poselift.training.loop import _train_epoch
+    from poselift.training.stage import freeze, make_optimizer
+    from poselift.training.tasks import TASKS
 
-    params = write_params(tmp_path, [STAGE, {**STAGE, "name": "r", "model": "tiny-refined", "freeze": ["first"]}])
-    stage = load_experiment("x", params).stage(2)
+    params = write_params(tmp_path, [STAGE, {**STAGE, "name": "r", "model": "tiny-refined", "freeze": ["first"],
+                                             "window": 3, "flip_augment": True}])
+    exp = load_experiment("x", params)
+    stage = exp.stage(2)
     model = TinyRefined(window=3, dropout=0.5)
     frozen = freeze(model, ["first"], "params.yaml")
     modes = []
     model.first.register_forward_pre_hook(lambda m, _: modes.append(m.training))
     optimizer, _ = make_optimizer(model, stage)
-    data, _ = load_data(prepared, None)
-    train_views = views(data, None, "train", prepared, None)
-    batches = Batches(train_views, make_windows(train_views, "centre", 3), 64, seed=0, flip="random", as_torch=True)
+    task = TASKS[stage.task]({"prepared": prepared, "detections": None}, torch.device("cpu"))
+    task.setup(model, stage, exp.dataset.validation_split)
     before = {k: v.clone() for k, v in model.first.state_dict().items()}
-    _train_epoch(model, frozen, batches, optimizer, stage, True, LOSSES, 0)
+    _train_epoch(model, frozen, task, optimizer, stage, 0)
     assert modes and not any(modes)
     assert all(p.grad is None for p in model.first.parameters())
     assert all(p.grad is not None for p in model.refine.parameters())
@@ -346,7 +348,7 @@ def test_evaluation_predictions_are_the_models_outputs_in_mm(tmp_path, run_cli, 
     """Frame k of a view is the loaded model applied to frames k-1..k+1 (edge-replicated), flip-averaged."""
     import poselift
     from poselift.data.windows import flip_average
-    from poselift.train import load_data, views
+    from poselift.data.loading import load_data, split_views
 
     params = write_params(tmp_path, [{**STAGE, "epochs": 1}])
     assert train(run_cli, params, prepared, tmp_path / "stage1")[0] == 0
@@ -357,7 +359,7 @@ def test_evaluation_predictions_are_the_models_outputs_in_mm(tmp_path, run_cli, 
     assert code == 0, err
     model = poselift.load_model(tmp_path / "stage1" / "checkpoint.pt")
     data, _ = load_data(prepared, None)
-    test = views(data, None, "test", prepared, None)
+    test = split_views(data, None, "test", prepared, None)
     a, b = int(test.starts[0]), int(test.ends[0])
     rows = np.clip(np.arange(a, b)[:, None] + np.arange(-1, 2), a, b - 1)
     x = torch.from_numpy(test.inputs_2d[rows])

@@ -9,8 +9,7 @@ import torch
 from poselift.camera import Camera, normalize_screen_coordinates
 from poselift.data.detections import Detections
 from poselift.data.prepared import PreparedDataset, Sequence
-from poselift.data.windows import (Batches, build_views, flip, flip_average, frame_windows, iter_views,
-                                   sequence_windows, view_pieces)
+from poselift.data.windows import Batches, build_views, flip, flip_average, frame_windows, sequence_windows
 from poselift.errors import InputError
 from poselift.skeleton import H36M17, flip_poses
 
@@ -208,19 +207,14 @@ def test_seq2seq_short_view_is_edge_padded_at_the_end(toy):
     assert np.array_equal(batch["frame"][0], [0, 1, 2, 2, 2])
 
 
-@pytest.mark.parametrize("last", ["pad", "shift"])
-def test_evaluation_pieces_stitch_back_to_frame_order(toy, last):
+def test_seq2seq_outputs_stitch_back_to_frame_order(toy):
     _, _, views = toy
-    for v in range(views.num_views):
-        pieces = view_pieces(views, v, 5, last)
-        rows = pieces.rows()
-        outputs = views.targets_3d[rows] + views.frame[rows][..., None, None]  # a "model" of its inputs
-        stitched = pieces.stitch(outputs, len(views))[views.starts[v]:views.ends[v]]
-        a, b = views.starts[v], views.ends[v]
-        assert stitched.shape == (b - a, 17, 3)  # output length = input length
-        np.testing.assert_array_equal(stitched, views.targets_3d[a:b] + views.frame[a:b, None, None])
-    with_pad = view_pieces(views, 3, 5, "pad")  # 12 frames: 0-4, 5-9, 10-11 + two copies of frame 11
-    assert np.array_equal(with_pad.rows()[-1] - views.starts[3], [10, 11, 11, 11, 11])
+    pieces = sequence_windows(views, 5)
+    rows = pieces.rows()
+    outputs = views.targets_3d[rows] + views.frame[rows][..., None, None]  # a "model" of its inputs
+    stitched = pieces.stitch(outputs, len(views))
+    assert stitched.shape == views.targets_3d.shape  # output length = input length, view by view
+    np.testing.assert_array_equal(stitched, views.targets_3d + views.frame[:, None, None])
 
 
 def test_seq2frame_stitch_gives_per_frame_order(toy):
@@ -230,23 +224,6 @@ def test_seq2frame_stitch_gives_per_frame_order(toy):
     outputs = np.empty((len(w), 1))
     outputs[order] = views.frame[w.target_rows()[order], None]
     assert np.array_equal(w.stitch(outputs, len(views))[:, 0], views.frame)
-
-
-def test_whole_view_iteration_keeps_length_and_pads_edges(toy):
-    _, _, views = toy
-    seen = 0
-    for item in iter_views(views, pad=2):
-        a, b = views.starts[item["view"]], views.ends[item["view"]]
-        L = b - a
-        x = item["inputs_2d"][0]
-        assert x.shape == (L + 4, 17, 2) and item["targets_3d"].shape == (1, L, 17, 3)
-        assert np.array_equal(x[:3], np.repeat(views.inputs_2d[a][None], 3, axis=0))
-        assert np.array_equal(x[-3:], np.repeat(views.inputs_2d[b - 1][None], 3, axis=0))
-        assert np.array_equal(x[2:-2], views.inputs_2d[a:b])
-        smoothed = np.stack([x[t:t + 5].mean(0) for t in range(L)])  # a valid conv, receptive field 5
-        assert smoothed.shape[0] == L
-        seen += 1
-    assert seen == views.num_views
 
 
 # --- flips ---------------------------------------------------------------------------------------------

@@ -4,12 +4,16 @@ default, and the code fingerprint that reruns a rule when the code it runs chang
 
 from __future__ import annotations
 
+import copy
+import os
 import shlex
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from poselift.errors import InputError
 from poselift.workflow import Workflow, code_digest, ensure_output_cache
 
 STAGE1 = {"name": "pot", "model": "pot-tiny", "epochs": 1, "batch_size": 8, "lr": 1e-3, "losses": {"mpjpe": 1.0}}
@@ -57,22 +61,27 @@ def test_all_leaves_out_an_experiment_without_data_and_says_what_is_missing():
 
 def test_mistakes_name_the_params_file_and_the_key():
     wf = Workflow(params(), "my-params.yaml")
-    with pytest.raises(ValueError, match=r"^my-params.yaml: experiments: no experiment 'x' \(known: two, paper, own\)"):
+    with pytest.raises(InputError, match=r"^my-params.yaml: experiments: no experiment 'x' \(known: two, paper, own\)"):
         wf.experiment("x")
-    with pytest.raises(ValueError, match=r"^my-params.yaml: experiments.two: no stage 3 \(stages are numbered 1..2\)"):
-        wf.stage_spec("two", 3)
+    with pytest.raises(InputError, match=r"^my-params.yaml: experiments.two: no stage 3 \(stages are numbered 1..2\)"):
+        wf.stage_config("two", 3)
     p = params()
     del p["experiments"]["own"]["stages"]
-    with pytest.raises(ValueError, match="experiments.own: missing key 'stages'"):
+    with pytest.raises(InputError, match="experiments.own: missing key 'stages'"):
+        Workflow(p).selected()
+    p = copy.deepcopy(params())
+    p["experiments"]["two"]["stages"][1]["lr"] = "fast"  # checked at planning time, as the CLI checks it
+    with pytest.raises(InputError, match=r"experiments.two.stages\[2\].lr: expected a finite number, got 'fast'"):
         Workflow(p).selected()
 
 
-def test_stage_spec_spells_out_the_model_preset_without_changing_the_config():
+def test_stage_config_spells_out_the_model_preset_and_defaults_without_changing_the_config():
     config = params()
     wf = Workflow(config)
-    stage = wf.stage_spec("two", 2)
-    assert stage["model"] == {"preset": "pot-ugrn-tiny", "args": {"class": "pot-ugrn", "dim": 12}}
+    stage = wf.stage_config("two", 2)
+    assert stage["model"] == {"preset": "pot-ugrn-tiny", "class": "pot-ugrn", "args": {"dim": 12}}
     assert stage["init"] == {"pot": 1} and stage["lr"] == 1e-3
+    assert stage["task"] == "lifting" and stage["window"] == 1 and stage["seed"] == 0  # defaults filled in
     assert config["experiments"]["two"]["stages"][1]["model"] == "pot-ugrn-tiny"  # a copy was changed
     assert wf.validation_split("two") == "test" and wf.validation_split("paper") == "validation"
 
@@ -84,9 +93,9 @@ def test_stage_two_loads_stage_one_checkpoint():
     assert wf.init_args("two", 2) == "--init 1=results/two/stage1/checkpoint.pt"
     assert wf.last_checkpoint("two") == "results/two/stage2/checkpoint.pt"
     assert wf.all_checkpoints()[:2] == ["results/two/stage1/checkpoint.pt", "results/two/stage2/checkpoint.pt"]
-    assert wf.data_args("two") == ("--prepared data/prepared/bandai-cpu.h5 "
-                                   "--detections data/detections/bandai-cpu/synthetic.h5")
-    assert wf.data_args("own") == "--prepared data/prepared/bandai-cpu.h5 --detections none"
+    assert wf.data_args("two") == ("--input prepared=data/prepared/bandai-cpu.h5 "
+                                   "--input detections=data/detections/bandai-cpu/synthetic.h5")
+    assert wf.data_args("own") == "--input prepared=data/prepared/bandai-cpu.h5 --input detections=none"
     assert wf.experiment_inputs("own") == {"prepared": "data/prepared/bandai-cpu.h5"}
 
 
@@ -173,3 +182,38 @@ def test_code_digest_follows_imports_transitively(fake_package):
     assert digest() not in (before, after_c)
     assert code_digest("wfpkg.d", root="wfpkg") != code_digest("wfpkg.sub.c", root="wfpkg")
 
+
+
+def test_code_digest_follows_modules_named_in_strings(fake_package):
+    (fake_package / "e.py").write_text("import importlib\n\nMOD = importlib.import_module('wfpkg.d')\n")
+    before = code_digest("wfpkg.e", root="wfpkg")
+    (fake_package / "d.py").write_text("X = 3\n")  # loaded by name only
+    assert code_digest("wfpkg.e", root="wfpkg") != before
+
+
+@pytest.mark.parametrize("command, module", [("prepare", "data/bandai.py"), ("prepare", "data/h36m.py"),
+                                             ("detect", "detection/synthetic.py"),
+                                             ("train", "training/tasks/lifting.py"), ("train", "lifting/pot.py"),
+                                             ("evaluate", "lifting/inference.py")])
+def test_editing_the_code_a_command_runs_changes_its_fingerprint(tmp_path, command, module):
+    """The fingerprint that decides reruns and the between-workflow cache key covers the modules a command
+    reaches through its registries (readers, detectors, tasks, models), not only its direct imports."""
+    import shutil
+    import subprocess
+
+    import poselift
+
+    copy = tmp_path / "src"
+    shutil.copytree(Path(poselift.__file__).parent, copy / "poselift",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+
+    def digest() -> str:
+        code = f"from poselift.workflow import code_digest; print(code_digest('poselift.commands.{command}'))"
+        env = {**os.environ, "PYTHONPATH": str(copy)}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    before = digest()
+    target = copy / "poselift" / module
+    target.write_text(target.read_text() + "\n# edited\n")
+    assert digest() != before

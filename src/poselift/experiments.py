@@ -1,12 +1,14 @@
 """Experiments as data: params.yaml's ``datasets``, ``models`` and ``experiments`` sections, checked and
-turned into small dataclasses, and the default file layout every command follows.
+turned into small dataclasses, and the file layout every command and the workflow follow. This module is
+their one owner: the CLI and :mod:`poselift.workflow` both read params.yaml and paths through it.
 
-Shape of the sections (every stage key is listed in :data:`STAGE_KEYS`)::
+Shape of the sections (the keys every stage has are :data:`STAGE_KEYS`; a task adds its own, e.g.
+:data:`poselift.training.tasks.lifting.LiftingTask.stage_keys`)::
 
     datasets:
       bandai-cpu: {reader: bandai, subset: cpu}          # reader: a `poselift prepare` dataset
       h36m: {reader: h36m, validation_split: test}       # split validated on each epoch (default validation)
-    models:                                              # presets: a class in poselift.models.MODELS + its
+    models:                                              # presets: a class in poselift.lifting.MODELS + its
       pot-cpu: {class: pot, dim: 32, depth: 2}           # constructor arguments
     experiments:
       pot-ugrn-cpu:
@@ -16,7 +18,9 @@ Shape of the sections (every stage key is listed in :data:`STAGE_KEYS`)::
           - {name: pot, model: pot-cpu, epochs: 3, batch_size: 512, lr: 1.0e-3, losses: {mpjpe: 1.0}}
           - {name: ugrn, model: pot-ugrn-cpu, init: {pot: 1}, freeze: [pot], ...}
 
-Stage numbers are 1-based positions in ``stages``. ``init: {submodule: N}`` loads stage N's
+Stage numbers are 1-based positions in ``stages``. A stage's ``task`` (what a batch holds, how the model is
+called, which loss terms exist, which metric validates: :data:`poselift.training.tasks.TASKS`) is the model
+class's ``task`` attribute ("lifting" when it has none) unless the stage names one. ``init: {submodule: N}`` loads stage N's
 ``checkpoint.pt`` into that submodule ("" = the whole model); ``freeze: [submodule, ...]`` takes those
 submodules out of the optimiser and keeps them in eval mode. Any mistake is an :class:`InputError`
 naming the params file and the key, e.g. ``params.yaml: experiments.x.stages[2].losses: unknown loss
@@ -38,33 +42,55 @@ PREPARED_DIR = Path("data/prepared")
 DETECTIONS_DIR = Path("data/detections")
 RESULTS_DIR = Path("results")
 OWN_2D = "prepared"  # detector name meaning "the prepared file's own 2D"
+BASELINE = "mean-pose@"  # results/mean-pose@<dataset>/: the training-mean pose of a dataset, a row of every table
 
-# Stage keys: name -> default (REQUIRED = must be given).
+# Stage keys every task has: name -> default (REQUIRED = must be given).
 REQUIRED = object()
 STAGE_KEYS = {
     "name": REQUIRED,
     "model": REQUIRED,  # a preset of the models section
+    "task": None,  # a key of poselift.training.tasks.TASKS; None: the model class's `task` ("lifting")
     "epochs": REQUIRED,
-    "batch_size": REQUIRED,  # windows per batch
+    "batch_size": REQUIRED,  # samples (windows, crops) per batch
     "lr": REQUIRED,
-    "losses": REQUIRED,  # {term in poselift.losses.LOSSES: weight}
-    "window": 1,  # input frames T (odd for centre-frame models)
+    "losses": REQUIRED,  # {term of the task's `losses` table: weight}
     "optimizer": "adam",  # adam | adamw
     "weight_decay": 0.0,
     "amsgrad": False,
     "schedule": {"gamma": 1.0, "every": 1},  # lr *= gamma every `every` epochs
     "max_norm": None,  # gradient-norm clipping
-    "flip_augment": False,  # mirror a random half of each batch
-    "flip_test": False,  # flip test-time averaging in validation and evaluation
     "init": {},  # {submodule ("" = whole model): stage number}
     "freeze": [],  # submodules kept fixed (no gradient, eval mode)
     "seed": 0,
     "select": "best",  # checkpoint.pt = the best-validation epoch ("best") or the final one ("last")
-    "validation_frames": 20000,  # validate on at most this many frames (an even subset), null = all
-    "windows_per_epoch": None,  # train on this many windows an epoch (a fresh random subset each epoch), null = all
 }
 OPTIMIZERS = ("adam", "adamw")
 
+
+# --- the file layout --------------------------------------------------------------------------------------
+
+def prepared_path(dataset: str) -> Path:
+    return PREPARED_DIR / f"{dataset}.h5"
+
+
+def detections_path(dataset: str, detector: str) -> Path | None:
+    """data/detections/<dataset>/<detector>.h5; None for the prepared file's own 2D (detector "prepared")."""
+    return None if detector == OWN_2D else DETECTIONS_DIR / dataset / f"{detector}.h5"
+
+
+def stage_dir(experiment: str, number: int) -> Path:
+    return RESULTS_DIR / experiment / f"stage{number}"
+
+
+def evaluation_dir(experiment: str) -> Path:
+    return RESULTS_DIR / experiment / "evaluation"
+
+
+def baseline_name(dataset: str) -> str:
+    return f"{BASELINE}{dataset}"
+
+
+# --- params.yaml ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -77,7 +103,7 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     preset: str
-    cls: str  # key of poselift.models.MODELS
+    cls: str  # key of poselift.lifting.MODELS
     args: dict
 
 
@@ -89,25 +115,24 @@ class Stage:
     epochs: int
     batch_size: int
     lr: float
+    task: str
     losses: dict
-    window: int
     optimizer: str
     weight_decay: float
     amsgrad: bool
     schedule: dict
     max_norm: float | None
-    flip_augment: bool
-    flip_test: bool
     init: dict
     freeze: list
     seed: int
     select: str
-    validation_frames: int | None
-    windows_per_epoch: int | None
+    options: dict  # the task's own stage keys (e.g. lifting's window, flip_augment), checked by the task
 
     def config(self) -> dict:
-        """Plain-dict form (checkpoints, MLflow params, resume checks)."""
+        """Plain-dict form (checkpoints, MLflow params, resume checks, the workflow's rerun params): every
+        stage key, the task's included, with the model preset spelled out."""
         d = asdict(self)
+        d.update(d.pop("options"))
         d["model"] = {"preset": self.model.preset, "class": self.model.cls, "args": dict(self.model.args)}
         return d
 
@@ -128,16 +153,30 @@ class Experiment:
 
     # --- the default layout (every command also takes explicit paths) ---
     def prepared_path(self) -> Path:
-        return PREPARED_DIR / f"{self.dataset.name}.h5"
+        return prepared_path(self.dataset.name)
 
     def detections_path(self) -> Path | None:
-        return None if self.detector == OWN_2D else DETECTIONS_DIR / self.dataset.name / f"{self.detector}.h5"
+        return detections_path(self.dataset.name, self.detector)
 
     def stage_dir(self, number: int) -> Path:
-        return RESULTS_DIR / self.name / f"stage{number}"
+        return stage_dir(self.name, number)
 
     def evaluation_dir(self) -> Path:
-        return RESULTS_DIR / self.name / "evaluation"
+        return evaluation_dir(self.name)
+
+    def inputs(self) -> dict:
+        """The data files its stages' tasks read, at their default paths (None: absent), e.g.
+        {"prepared": data/prepared/<dataset>.h5, "detections": data/detections/<dataset>/<detector>.h5}."""
+        from poselift.training.tasks import TASKS
+
+        files: dict = {}
+        for stage in self.stages:
+            files.update(TASKS[stage.task].inputs(self))
+        return files
+
+    def init_sources(self, number: int) -> list[int]:
+        """The earlier stages whose checkpoint.pt stage ``number``'s ``init`` loads."""
+        return sorted(set(self.stage(number).init.values()))
 
 
 def read_params(path: str | os.PathLike = PARAMS) -> dict:
@@ -158,8 +197,12 @@ def read_params(path: str | os.PathLike = PARAMS) -> dict:
 
 def load_experiment(name: str, path: str | os.PathLike = PARAMS) -> Experiment:
     """Read and check experiment ``name`` of params file ``path`` (its dataset, presets and stages)."""
+    return parse_experiment(read_params(path), name, path)
+
+
+def parse_experiment(params: dict, name: str, path: str | os.PathLike = PARAMS) -> Experiment:
+    """Check experiment ``name`` of an already-read params dict (``path`` names it in errors)."""
     path = Path(path)
-    params = read_params(path)
     check = _Checker(path)
     experiments = check.mapping(params.get("experiments"), "experiments")
     if name not in experiments:
@@ -178,13 +221,14 @@ def load_experiment(name: str, path: str | os.PathLike = PARAMS) -> Experiment:
     return Experiment(name=name, dataset=dataset, detector=detector, stages=tuple(stages), params_path=path)
 
 
-def experiment_names(path: str | os.PathLike = PARAMS) -> list[str]:
-    params = read_params(path)
+def experiment_names(path: str | os.PathLike = PARAMS, params: dict | None = None) -> list[str]:
+    """The experiments of params file ``path`` (or of the already-read ``params``), in file order."""
+    params = read_params(path) if params is None else params
     return list(_Checker(Path(path)).mapping(params.get("experiments"), "experiments"))
 
 
 def _dataset(check: _Checker, params: dict, name, where: str) -> DatasetSpec:
-    from poselift.commands.prepare import READERS
+    from poselift.data.readers import READERS
 
     name = check.string(name, where)
     datasets = check.mapping(params.get("datasets"), "datasets")
@@ -244,26 +288,27 @@ def check_model_args(factory, args: dict, path, where: str) -> None:
 
 
 def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage:
-    from poselift.losses import LOSSES
+    from poselift.models import MODELS
+    from poselift.training.tasks import TASKS
 
     raw = check.mapping(raw, where)
+    model = model_spec(params, raw.get("model"), check.path, f"{where}.model") if "model" in raw else None
+    task_name = raw.get("task") or getattr(MODELS[model.cls], "task", "lifting") if model else "lifting"
+    task_name = check.choice(task_name, f"{where}.task", tuple(TASKS))
+    task = TASKS[task_name]
     check.keys(raw, where, required=[k for k, v in STAGE_KEYS.items() if v is REQUIRED],
-               optional=[k for k, v in STAGE_KEYS.items() if v is not REQUIRED])
+               optional=[k for k, v in STAGE_KEYS.items() if v is not REQUIRED] + list(task.stage_keys))
     s = {k: raw.get(k, v) for k, v in STAGE_KEYS.items()}
     s["name"] = check.string(s["name"], f"{where}.name")
-    model = model_spec(params, s["model"], check.path, f"{where}.model")
-    for key in ("epochs", "batch_size", "window"):
+    s["task"] = task_name
+    for key in ("epochs", "batch_size"):
         s[key] = check.integer(s[key], f"{where}.{key}", minimum=1)
     s["seed"] = check.integer(s["seed"], f"{where}.seed", minimum=0)
     s["lr"] = check.number(s["lr"], f"{where}.lr", positive=True)
     s["weight_decay"] = check.number(s["weight_decay"], f"{where}.weight_decay")
     if s["max_norm"] is not None:
         s["max_norm"] = check.number(s["max_norm"], f"{where}.max_norm", positive=True)
-    for key in ("validation_frames", "windows_per_epoch"):
-        if s[key] is not None:
-            s[key] = check.integer(s[key], f"{where}.{key}", minimum=1)
-    for key in ("flip_augment", "flip_test", "amsgrad"):
-        s[key] = check.boolean(s[key], f"{where}.{key}")
+    s["amsgrad"] = check.boolean(s["amsgrad"], f"{where}.amsgrad")
     s["optimizer"] = check.choice(s["optimizer"], f"{where}.optimizer", OPTIMIZERS)
     s["select"] = check.choice(s["select"], f"{where}.select", ("best", "last"))
 
@@ -276,9 +321,9 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage
     if not losses:
         raise InputError(check.path, f"{where}.losses: no loss terms")
     for term, weight in losses.items():
-        if term not in LOSSES:
-            raise InputError(check.path, f"{where}.losses: unknown loss term '{term}' "
-                                         f"(known: {', '.join(sorted(LOSSES))})")
+        if term not in task.losses:
+            raise InputError(check.path, f"{where}.losses: unknown loss term '{term}' of task {task_name} "
+                                         f"(known: {', '.join(sorted(task.losses))})")
         check.number(weight, f"{where}.losses.{term}")
     s["losses"] = {str(k): float(v) for k, v in losses.items()}
 
@@ -293,7 +338,8 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage
     if not isinstance(freeze, list) or not all(isinstance(f, str) for f in freeze):
         raise InputError(check.path, f"{where}.freeze: expected a list of submodule names")
     s["freeze"] = list(freeze)
-    return Stage(number=number, model=model, **{k: v for k, v in s.items() if k != "model"})
+    options = task.check_stage_options({k: raw.get(k, v) for k, v in task.stage_keys.items()}, check, where)
+    return Stage(number=number, model=model, options=options, **{k: v for k, v in s.items() if k != "model"})
 
 
 class _Checker:

@@ -1,11 +1,10 @@
-"""What the Snakemake workflow needs from params.yaml, as plain functions: which experiments `all` builds,
-the file layout, the `poselift prepare` / `poselift detect` command lines, and code fingerprints.
+"""What the Snakemake workflow needs from params.yaml: which experiments `all` builds, each job's files and
+`poselift` command line, and code fingerprints.
 
 workflow/rules/common.smk only binds these to Snakemake's ``config`` (``wf = Workflow(config, params_path)``).
-The file layout is poselift's own (:mod:`poselift.experiments`): data/prepared/<dataset>.h5,
-data/detections/<dataset>/<detector>.h5, results/<experiment>/stage<N>/, results/<experiment>/evaluation/.
-params.yaml is read here only for wiring (which files, which stages); every value is checked by the
-`poselift` command that uses it.
+params.yaml and the file layout (data/prepared/<dataset>.h5, data/detections/<dataset>/<detector>.h5,
+results/<experiment>/stage<N>/, results/<experiment>/evaluation/) have one owner, :mod:`poselift.experiments`:
+this module parses and checks every experiment through it, as the CLI does.
 """
 
 from __future__ import annotations
@@ -17,9 +16,11 @@ import os
 import shlex
 from pathlib import Path
 
-from poselift.commands.prepare import SOURCE_OPTIONAL
-from poselift.detectors import DETECTORS
-from poselift.experiments import DETECTIONS_DIR, OWN_2D, PREPARED_DIR, RESULTS_DIR
+from poselift.data.readers import SOURCE_OPTIONAL
+from poselift.detection import DETECTORS
+from poselift.errors import InputError
+from poselift.experiments import (OWN_2D, baseline_name, evaluation_dir, experiment_names, parse_experiment,
+                                  prepared_path, stage_dir)
 
 # The files `poselift report` writes, by role.
 REPORT = {"table": "reports/results.md", "csv": "reports/results.csv", "html": "reports/results.html",
@@ -29,88 +30,50 @@ REPORT = {"table": "reports/results.md", "csv": "reports/results.csv", "html": "
 COMMANDS = ("prepare", "detect", "import_detections", "train", "evaluate", "baseline", "report")
 
 
-# --- file layout ------------------------------------------------------------------------------------------
-
-BASELINE = "mean-pose@"  # results/mean-pose@<dataset>/evaluation: the training-mean pose of a dataset
-
-
-def baseline_name(dataset: str) -> str:
-    return f"{BASELINE}{dataset}"
+def _posix(path) -> str:
+    return Path(path).as_posix()
 
 
-def prepared_path(dataset: str) -> str:
-    return (PREPARED_DIR / f"{dataset}.h5").as_posix()
-
-
-def detections_path(dataset: str, detector: str) -> str:
-    return (DETECTIONS_DIR / dataset / f"{detector}.h5").as_posix()
-
-
-def stage_dir(name: str, number: int) -> str:
-    return (RESULTS_DIR / name / f"stage{number}").as_posix()
-
-
-def evaluation_dir(name: str) -> str:
-    return (RESULTS_DIR / name / "evaluation").as_posix()
-
-
-# --- params.yaml, read for wiring ------------------------------------------------------------------------------
+# --- params.yaml, through poselift.experiments ---------------------------------------------------------------
 
 class Workflow:
     """The workflow's view of a params dict (Snakemake's ``config``) read from ``params_path``.
 
-    Mistakes in what the wiring needs are a ValueError ``"<params_path>: <problem>"``."""
+    Every experiment is parsed and checked by :func:`poselift.experiments.parse_experiment`, the same code
+    the CLI runs, so a mistake stops the workflow before any job, with the CLI's one-line message (an
+    :class:`~poselift.errors.InputError` naming ``params_path`` and the key)."""
 
     def __init__(self, config: dict, params_path: str | os.PathLike = "params.yaml"):
         self.config = config
         self.params_path = Path(params_path)
-
-    def _fail(self, message: str):
-        raise ValueError(f"{self.params_path}: {message}")
+        self._parsed: dict = {}
 
     @property
     def device(self) -> str:
         """train/evaluate --device (config key `device`; the local profile sets cpu)."""
         return self.config.get("device", "auto")
 
-    def experiments(self) -> dict:
-        """Every experiment of params.yaml, in file order: {name: section}."""
-        exps = self.config.get("experiments") or {}
-        if not isinstance(exps, dict):
-            self._fail("experiments: expected a mapping of experiment names")
-        for name, exp in exps.items():
-            for key in ("dataset", "detector", "stages"):
-                if not isinstance(exp, dict) or key not in exp:
-                    self._fail(f"experiments.{name}: missing key '{key}'")
-            if not isinstance(exp["stages"], list) or not exp["stages"]:
-                self._fail(f"experiments.{name}.stages: expected a non-empty list of stages")
-        return exps
+    def names(self) -> list[str]:
+        """Every experiment of params.yaml, in file order."""
+        return experiment_names(self.params_path, self.config)
 
-    def experiment(self, name: str) -> dict:
-        exps = self.experiments()
-        if name not in exps:
-            self._fail(f"experiments: no experiment '{name}' (known: {', '.join(exps) or 'none'})")
-        return exps[name]
+    def experiment(self, name: str):
+        """The checked :class:`~poselift.experiments.Experiment` ``name``."""
+        if name not in self._parsed:
+            self._parsed[name] = parse_experiment(self.config, name, self.params_path)
+        return self._parsed[name]
 
-    def dataset_spec(self, name: str) -> dict:
-        datasets = self.config.get("datasets") or {}
-        if name not in datasets or not isinstance(datasets[name], dict) or "reader" not in datasets[name]:
-            self._fail(f"datasets.{name}: missing, or without a 'reader'")
-        return datasets[name]
+    def stage_config(self, name: str, number: int) -> dict:
+        """Stage ``number``'s full settings (defaults filled in, model preset spelled out): a param of its
+        train rule, so a changed setting reruns that stage and what depends on it."""
+        return self.experiment(name).stage(number).config()
 
-    def stage_spec(self, name: str, number: int) -> dict:
-        """Stage `number` (1-based) of experiment `name`, with its model preset spelled out."""
-        stages = self.experiment(name)["stages"]
-        if not 1 <= number <= len(stages):
-            self._fail(f"experiments.{name}: no stage {number} (stages are numbered 1..{len(stages)})")
-        stage = dict(stages[number - 1])
-        stage["model"] = {"preset": stage.get("model"),
-                          "args": (self.config.get("models") or {}).get(stage.get("model"))}
-        return stage
+    def num_stages(self, name: str) -> int:
+        return len(self.experiment(name).stages)
 
     def validation_split(self, name: str) -> str:
         """The split training validates on (datasets.<dataset>.validation_split): it picks checkpoint.pt."""
-        return self.dataset_spec(self.experiment(name)["dataset"]).get("validation_split", "validation")
+        return self.experiment(name).dataset.validation_split
 
     # --- which experiments `all` builds ---
 
@@ -125,23 +88,22 @@ class Workflow:
         """What params.yaml lacks for experiment `name`'s data: a dataset source, or the file of imported
         detections (detectors.<name>.import.<dataset>). Empty when the workflow can make all of it."""
         exp = self.experiment(name)
-        dataset, detector = exp["dataset"], exp["detector"]
+        dataset, detector = exp.dataset, exp.detector
         missing = []
-        spec = self.dataset_spec(dataset)
-        if "source" not in spec and spec["reader"] not in SOURCE_OPTIONAL:
-            missing.append(f"datasets.{dataset}.source")
-        if detector != OWN_2D and detector not in DETECTORS and self.imported_detections(dataset, detector) is None:
-            missing.append(f"detectors.{detector}.import.{dataset}")
+        if "source" not in dataset.options and dataset.reader not in SOURCE_OPTIONAL:
+            missing.append(f"datasets.{dataset.name}.source")
+        if detector != OWN_2D and detector not in DETECTORS and self.imported_detections(dataset.name, detector) is None:
+            missing.append(f"detectors.{detector}.import.{dataset.name}")
         return missing
 
     def selected(self) -> list[str]:
         """The experiments `all` builds: every one whose data the workflow can make (see missing_data)."""
-        return [name for name in self.experiments() if not self.missing_data(name)]
+        return [name for name in self.names() if not self.missing_data(name)]
 
     def left_out_messages(self) -> list[str]:
         """One line per set of missing keys, naming the experiments `all` leaves out for lack of them."""
         left_out: dict[str, list[str]] = {}
-        for name in self.experiments():
+        for name in self.names():
             missing = self.missing_data(name)
             if missing:
                 left_out.setdefault(", ".join(missing), []).append(name)
@@ -151,57 +113,59 @@ class Workflow:
     # --- an experiment's files and arguments ---
 
     def experiment_inputs(self, name: str) -> dict:
-        """The data an experiment's training and evaluation read: {prepared, detections (absent for own 2D)}."""
-        exp = self.experiment(name)
-        inputs = {"prepared": prepared_path(exp["dataset"])}
-        if exp["detector"] != OWN_2D:
-            inputs["detections"] = detections_path(exp["dataset"], exp["detector"])
-        return inputs
+        """The data files an experiment's training and evaluation read (its tasks' inputs, e.g. prepared and
+        detections; an absent one, such as the detections of an own-2D experiment, is left out)."""
+        return {key: _posix(path) for key, path in self.experiment(name).inputs().items() if path is not None}
 
     def data_args(self, name: str) -> str:
-        """--prepared/--detections for `poselift train` and `poselift evaluate`."""
-        inputs = self.experiment_inputs(name)
-        return f"--prepared {inputs['prepared']} --detections {inputs.get('detections', 'none')}"
-
-    def _init_stages(self, name: str, number: int) -> list[int]:
-        init = self.stage_spec(name, number).get("init") or {}
-        return sorted(set(init.values()))
+        """--input NAME=PATH for each of those files ('none' for an absent one): `poselift train`/`evaluate`."""
+        return " ".join(f"--input {key}={shlex.quote(_posix(path)) if path is not None else 'none'}"
+                        for key, path in self.experiment(name).inputs().items())
 
     def init_checkpoints(self, name: str, number: int) -> dict:
         """{stage M: its checkpoint.pt} for every earlier stage that stage `number`'s `init` loads."""
-        return {f"stage{m}": f"{stage_dir(name, m)}/checkpoint.pt" for m in self._init_stages(name, number)}
+        return {f"stage{m}": f"{_posix(stage_dir(name, m))}/checkpoint.pt"
+                for m in self.experiment(name).init_sources(number)}
 
     def init_args(self, name: str, number: int) -> str:
         """--init M=PATH for each checkpoint of init_checkpoints (the paths the train rule declares as inputs)."""
-        return " ".join(f"--init {m}={stage_dir(name, m)}/checkpoint.pt" for m in self._init_stages(name, number))
+        return " ".join(f"--init {m}={_posix(stage_dir(name, m))}/checkpoint.pt"
+                        for m in self.experiment(name).init_sources(number))
 
     def last_checkpoint(self, name: str) -> str:
         """The checkpoint evaluation scores: the last stage's."""
-        return f"{stage_dir(name, len(self.experiment(name)['stages']))}/checkpoint.pt"
+        return f"{_posix(stage_dir(name, self.num_stages(name)))}/checkpoint.pt"
 
     # --- what each phase builds ---
 
     def all_prepared(self) -> list[str]:
-        return sorted({prepared_path(self.experiment(name)["dataset"]) for name in self.selected()})
+        return sorted({_posix(self.experiment(name).prepared_path()) for name in self.selected()})
 
     def all_detections(self) -> list[str]:
-        pairs = [(self.experiment(name)["dataset"], self.experiment(name)["detector"]) for name in self.selected()]
-        return sorted({detections_path(dataset, detector) for dataset, detector in pairs if detector != OWN_2D})
+        paths = {self.experiment(name).detections_path() for name in self.selected()}
+        return sorted(_posix(p) for p in paths if p is not None)
 
     def all_checkpoints(self) -> list[str]:
-        return [f"{stage_dir(name, n)}/checkpoint.pt" for name in self.selected()
-                for n in range(1, len(self.experiment(name)["stages"]) + 1)]
+        return [f"{_posix(stage_dir(name, n))}/checkpoint.pt" for name in self.selected()
+                for n in range(1, self.num_stages(name) + 1)]
 
     def all_metrics(self) -> list[str]:
         """Every selected experiment's evaluation, then the mean-pose baseline of each dataset they use."""
-        return [f"{evaluation_dir(name)}/metrics.json" for name in self.report_names()]
+        return [f"{_posix(evaluation_dir(name))}/metrics.json" for name in self.report_names()]
 
     def report_names(self) -> list[str]:
         """The rows of the results table: the selected experiments and a mean-pose baseline per dataset."""
-        datasets = sorted({self.experiment(name)["dataset"] for name in self.selected()})
+        datasets = sorted({self.experiment(name).dataset.name for name in self.selected()})
         return self.selected() + [baseline_name(d) for d in datasets]
 
     # --- prepare's and detect's command lines ---
+
+    def dataset_spec(self, name: str) -> dict:
+        """params.yaml datasets.<name> as written (reader and its options)."""
+        datasets = self.config.get("datasets") or {}
+        if not isinstance(datasets.get(name), dict) or "reader" not in datasets[name]:
+            raise InputError(self.params_path, f"datasets.{name}: missing, or without a 'reader'")
+        return datasets[name]
 
     def source_files(self, dataset: str) -> list[str]:
         """The files a dataset's `source:` option names (a file, or every file under a folder): prepare's
@@ -225,14 +189,15 @@ class Workflow:
     def detect_inputs(self, dataset: str, detector: str) -> dict:
         """detect's inputs: the prepared file, and the imported detections' source file if any."""
         source = self.imported_detections(dataset, detector)
-        return {"prepared": prepared_path(dataset), **({"source": source} if source else {})}
+        return {"prepared": _posix(prepared_path(dataset)), **({"source": source} if source else {})}
 
     def detect_command(self, dataset: str, detector: str) -> str:
         """`poselift detect` for the detectors poselift runs, `poselift import-detections` for imported ones."""
         source = self.imported_detections(dataset, detector)
         if source is not None:
-            return f"poselift import-detections --prepared {prepared_path(dataset)} --source {shlex.quote(source)}"
-        return (f"poselift detect --prepared {prepared_path(dataset)} --detector {shlex.quote(detector)}"
+            return (f"poselift import-detections --prepared {_posix(prepared_path(dataset))}"
+                    f" --source {shlex.quote(source)}")
+        return (f"poselift detect --prepared {_posix(prepared_path(dataset))} --detector {shlex.quote(detector)}"
                 f" --params {shlex.quote(str(self.params_path))}")
 
 
@@ -262,7 +227,7 @@ def _module_file(name: str) -> Path | None:
 
 def _package_imports(path: Path, package: str, root: str) -> set[str]:
     """Names of the modules of top-level package `root` that module file `path` (of `package`) imports,
-    anywhere in it (also inside functions)."""
+    anywhere in it (also inside functions), or names in a string (a module loaded with importlib)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -274,6 +239,9 @@ def _package_imports(path: Path, package: str, root: str) -> set[str]:
                 base = ".".join(parts + ([base] if base else []))
             names.add(base)
             names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(f"{root}.")
+              and all(part.isidentifier() for part in node.value.split("."))):
+            names.add(node.value)  # a module named in a string (importlib.import_module, RegistryKeys)
     return {n for n in names if n == root or n.startswith(f"{root}.")}
 
 

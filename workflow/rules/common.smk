@@ -18,8 +18,7 @@ DEVICE = wf.device  # train/evaluate --device; the local profile sets cpu
 # that every project of that user shares it. Set SNAKEMAKE_OUTPUT_CACHE to a group folder to share more.
 ensure_output_cache(os.environ)
 
-experiments, experiment, selected = wf.experiments, wf.experiment, wf.selected
-stage_spec, validation_split = wf.stage_spec, wf.validation_split
+stage_config, num_stages, validation_split = wf.stage_config, wf.num_stages, wf.validation_split
 experiment_inputs, data_args, last_checkpoint = wf.experiment_inputs, wf.data_args, wf.last_checkpoint
 init_checkpoints, init_args = wf.init_checkpoints, wf.init_args
 all_prepared, all_detections, all_checkpoints, all_metrics = (

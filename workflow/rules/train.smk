@@ -20,7 +20,7 @@ rule train:
         last="results/{experiment}/stage{stage}/last.pt",
         history="results/{experiment}/stage{stage}/history.json",
     params:
-        stage=lambda w: stage_spec(w.experiment, int(w.stage)),
+        stage=lambda w: stage_config(w.experiment, int(w.stage)),
         validation_split=lambda w: validation_split(w.experiment),
         data=lambda w: data_args(w.experiment),
         init=lambda w: init_args(w.experiment, int(w.stage)),
@@ -57,7 +57,7 @@ rule evaluate:
         sequences="results/{experiment}/evaluation/sequences.json",
         views="results/{experiment}/evaluation/views.json",
     params:
-        stage=lambda w: stage_spec(w.experiment, len(experiment(w.experiment)["stages"])),
+        stage=lambda w: stage_config(w.experiment, num_stages(w.experiment)),
         data=lambda w: data_args(w.experiment),
         params_file=str(PARAMS),
         code=CODE["evaluate"],

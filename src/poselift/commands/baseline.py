@@ -23,7 +23,7 @@ def add_parser(sub):
 def run(args) -> int:
     import numpy as np
 
-    from poselift.baselines import mean_pose
+    from poselift.lifting.mean_pose import mean_pose
     from poselift.data.prepared import load_prepared
     from poselift.data.windows import build_views
     from poselift.evaluation import write_evaluation

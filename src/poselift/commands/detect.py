@@ -1,7 +1,7 @@
 """``poselift detect --prepared P.h5 --detector {gt,synthetic} --out D.h5``: 2D detections without images.
 
 ``gt`` copies the prepared file's 2D with score 1; ``synthetic`` runs the error model of
-:mod:`poselift.detectors.synthetic` with the ``detectors.synthetic`` block of ``--params`` (built-in
+:mod:`poselift.detection.synthetic` with the ``detectors.synthetic`` block of ``--params`` (built-in
 defaults, equal to the repository's params.yaml, when it is not given). Output: the detections layout
 of :mod:`poselift.data.detections`, tied to the prepared file by its content hash.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from poselift.detectors import DETECTORS
+from poselift.detection import DETECTORS
 
 
 def add_parser(sub):
@@ -18,7 +18,7 @@ def add_parser(sub):
                                       "a simulated detector)")
     p.add_argument("--prepared", required=True, type=Path, help="prepared-dataset HDF5 file")
     p.add_argument("--detector", required=True, metavar="NAME",
-                   help="; ".join(f"{k}: {v}" for k, v in DETECTORS.items()))
+                   help="; ".join(f"{k}: {v.__doc__}" for k, v in DETECTORS.items()))
     p.add_argument("--out", required=True, type=Path, help="detections HDF5 file to write")
     p.add_argument("--params", type=Path, default=None,
                    help="params.yaml whose detectors.synthetic block sets the error model "
@@ -32,28 +32,20 @@ def run(args) -> int:
 
     from poselift.data.detections import Detections, write_detections
     from poselift.data.prepared import content_hash, load_prepared
-    from poselift.detectors import ground_truth
-    from poselift.detectors import synthetic
     from poselift.errors import InputError
 
     if args.detector not in DETECTORS:
         raise InputError("--detector", f"unknown detector '{args.detector}' (known: {', '.join(DETECTORS)})")
     if args.seed < 0:
         raise InputError("--seed", f"must be >= 0 (got {args.seed})")
-    settings = {}
-    if args.detector == "synthetic":
-        model = synthetic.load_params(args.params) if args.params is not None else synthetic.SyntheticParams()
-        settings = {**model.to_dict(), "seed": args.seed}
+    detector = DETECTORS[args.detector](args.params, args.seed)
 
     data = load_prepared(args.prepared)
     det = Detections(detector=args.detector, dataset=data.dataset, prepared=content_hash(args.prepared),
-                     keypoints={}, scores={}, cameras={}, params=settings)
+                     keypoints={}, scores={}, cameras={}, params=detector.settings)
     for seq in tqdm(data.sequences, desc=f"detect ({args.detector})", unit="seq", disable=None):
-        if args.detector == "gt":
-            kp, sc = ground_truth(seq.positions_2d)
-        else:
-            kp, sc = synthetic.detect_sequence(seq.positions_2d, seq.key, seq.cameras, model, args.seed)
-        det.keypoints[seq.key], det.scores[seq.key], det.cameras[seq.key] = kp, sc, list(seq.cameras)
+        det.keypoints[seq.key], det.scores[seq.key] = detector(seq)
+        det.cameras[seq.key] = list(seq.cameras)
     write_detections(args.out, det)
     print(f"wrote {args.out}: {args.detector} detections for {len(data.sequences)} sequences")
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from poselift.commands.train import add_common, data_paths
+from poselift.commands.train import add_common, data_inputs
 
 
 def add_parser(sub):
@@ -37,22 +37,19 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    import numpy as np
-
-    from poselift.checkpoint import read_checkpoint
     from poselift.errors import InputError
     from poselift.experiments import load_experiment
-    from poselift.evaluation import write_evaluation
     from poselift.tracking import Tracker
-    from poselift.train import (load_data, make_windows, model_from_checkpoint, output_frames, predict,
-                                resolve_device, views)
+    from poselift.training.checkpoint import model_from_checkpoint, read_checkpoint
+    from poselift.training.stage import resolve_device
+    from poselift.training.tasks import TASKS
 
     experiment = load_experiment(args.experiment, args.params)
     stage = experiment.stage(args.stage or len(experiment.stages))
     checkpoint = args.checkpoint or experiment.stage_dir(stage.number) / "checkpoint.pt"
-    prepared, detections = data_paths(args, experiment)
+    inputs = data_inputs(args, experiment)
     out = args.out or experiment.evaluation_dir()
-    flip_test = stage.flip_test if args.flip_test is None else args.flip_test
+    flip_test = stage.options.get("flip_test", False) if args.flip_test is None else args.flip_test
     batch_size = args.batch_size or stage.batch_size
     if batch_size < 1:
         raise InputError("--batch-size", f"must be >= 1 (got {batch_size})")
@@ -60,28 +57,22 @@ def run(args) -> int:
 
     ckpt = read_checkpoint(checkpoint)
     model, window = model_from_checkpoint(ckpt, checkpoint, device)
-    data, det = load_data(prepared, detections)
-    test = views(data, det, args.split, prepared, detections)
-    windows = make_windows(test, output_frames(model), window)
-    pred = predict(model, test, windows, batch_size, flip_test, device)
-
-    pred = pred[test.valid].astype(np.float32)
-    if not np.isfinite(pred).all():
-        raise InputError(checkpoint, "the model predicted non-finite 3D poses")
-    result = write_evaluation(out, pred, test, args.pck_joints, inputs={
-        "checkpoint": str(checkpoint), "model": ckpt["model"], "prepared": str(prepared),
-        "detections": str(detections) if detections else None, "split": args.split,
-        "flip_test": flip_test, "window": window})
+    task = TASKS[ckpt.get("task", stage.task)](inputs, device)
+    files = {name: str(path) if path is not None else None for name, path in inputs.items()}
+    result, num_views = task.evaluate(model, window, out, args.split, batch_size, flip_test, args.pck_joints,
+                                      checkpoint, inputs={"checkpoint": str(checkpoint), "model": ckpt["model"],
+                                                          **files, "split": args.split, "flip_test": flip_test,
+                                                          "window": window})
 
     tracker = Tracker(experiment.name, args.tracking_uri)
     run_id = tracker.start_run(f"evaluation-{args.split}", tags={"poselift.evaluation": args.split})
     tracker.log_params(run_id, {"checkpoint": str(checkpoint), "split": args.split, "flip_test": flip_test,
-                                "window": window, "model": ckpt["model"], "prepared": str(prepared),
-                                "detections": str(detections) if detections else "none"})
+                                "window": window, "model": ckpt["model"],
+                                **{name: path or "none" for name, path in files.items()}})
     tracker.log_metrics(run_id, {k: result[k] for k in ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "pck150", "auc")}
                         | {"action_mean": result["action_mean"], "per_joint_group": result["per_joint_group"]})
     tracker.log_artifacts(run_id, [out / "metrics.json", out / "per_action.csv", out / "per_group.json"])
     tracker.end_run(run_id)
-    print(f"wrote {out}: {len(pred)} {args.split} frames from {test.num_views} views "
+    print(f"wrote {out}: {result['frames']} {args.split} frames from {num_views} views "
           f"(flip test {'on' if flip_test else 'off'})")
     return 0

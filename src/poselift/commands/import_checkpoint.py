@@ -12,22 +12,19 @@ official model's.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-# format -> (module, converter attribute path, MODELS key)
-FORMATS = {
-    "mixste": ("poselift.models.mixste", "convert_official_state_dict", "mixste"),
-    "poseformer": ("poselift.models.sta", "convert_official_state_dict", "poseformer"),
-    "videopose3d": ("poselift.models.baselines", "TemporalConvNet.convert_official_state_dict", "videopose3d"),
-}
+from poselift.commands import RegistryKeys
+
 WEIGHT_KEYS = ("model_pos", "state_dict", "model")  # where releases keep the weights, in order of preference
 
 
 def add_parser(sub):
     p = sub.add_parser("import-checkpoint", help="convert an official MixSTE / PoseFormer / VideoPose3D "
                                                  "checkpoint into a poselift checkpoint")
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="which release the file comes from")
+    p.add_argument("--format", required=True, metavar="FORMAT",
+                   choices=RegistryKeys("poselift.models", "CHECKPOINT_FORMATS"),
+                   help="which release the file comes from: %(choices)s")
     p.add_argument("input", type=Path, help="official checkpoint (.bin / .pth)")
     p.add_argument("output", type=Path, help="poselift checkpoint to write")
     p.add_argument("--window", type=int, help="input frames T (default: the model's receptive field / num_frames)")
@@ -37,7 +34,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from poselift.checkpoint import save_checkpoint
+    from poselift.training.checkpoint import save_checkpoint
     from poselift.errors import InputError
 
     hints = {}
@@ -59,14 +56,11 @@ def convert(fmt: str, path: Path, hints: dict | None = None, window: int | None 
     """The poselift checkpoint dict (not yet saved) for official checkpoint ``path`` of format ``fmt``."""
     import torch
 
-    from poselift.checkpoint import build_model, load_weights_only
+    from poselift.models import CHECKPOINT_FORMATS, build_model, model_window, output_frames
+    from poselift.training.checkpoint import load_weights_only
     from poselift.errors import InputError
-    from poselift.train import model_window, output_frames
 
-    module, attr, name = FORMATS[fmt]
-    converter = importlib.import_module(module)
-    for part in attr.split("."):
-        converter = getattr(converter, part)
+    converter, name = CHECKPOINT_FORMATS[fmt], fmt
     raw = load_weights_only(Path(path), allow_numpy=True)
     weights = official_weights(raw, path)
     try:

@@ -26,21 +26,36 @@ def add_parser(sub):
 def add_common(p) -> None:
     """Options shared with ``poselift evaluate``."""
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
-    p.add_argument("--prepared", type=Path, help="prepared-dataset HDF5 (default data/prepared/<dataset>.h5)")
-    p.add_argument("--detections", help="detections HDF5 (default data/detections/<dataset>/<detector>.h5); "
-                                        "'none': the prepared file's own 2D")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="a data file of the stage's task instead of its default path ('none': absent); lifting "
+                        "reads 'prepared' and 'detections'")
+    p.add_argument("--prepared", type=Path, help="= --input prepared=PATH: prepared-dataset HDF5 "
+                                                 "(default data/prepared/<dataset>.h5)")
+    p.add_argument("--detections", help="= --input detections=PATH: detections HDF5 (default "
+                                        "data/detections/<dataset>/<detector>.h5); 'none': the prepared file's own 2D")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto = cuda if available")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
                                           "sqlite:///mlflow.db); 'off' disables tracking")
 
 
-def data_paths(args, experiment) -> tuple[Path, Path | None]:
-    prepared = args.prepared or experiment.prepared_path()
-    if args.detections is None:
-        detections = experiment.detections_path()
-    else:
-        detections = None if args.detections == "none" else Path(args.detections)
-    return prepared, detections
+def data_inputs(args, experiment) -> dict:
+    """The stages' data files: their tasks' defaults (:meth:`Experiment.inputs`), with --input,
+    --prepared and --detections applied; 'none' means absent (None)."""
+    from poselift.errors import InputError
+
+    inputs = experiment.inputs()
+    given = list(args.input)
+    given += [f"prepared={args.prepared}"] if args.prepared is not None else []
+    given += [f"detections={args.detections}"] if args.detections is not None else []
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError("--input", f"expected NAME=PATH, got '{item}'")
+        if name not in inputs:
+            raise InputError("--input", f"'{name}' is not an input of experiment {experiment.name} "
+                                        f"(inputs: {', '.join(inputs)})")
+        inputs[name] = None if path == "none" else Path(path)
+    return inputs
 
 
 def run(args) -> int:
@@ -49,11 +64,12 @@ def run(args) -> int:
     from poselift.errors import InputError
     from poselift.experiments import load_experiment
     from poselift.tracking import Tracker
-    from poselift.train import resolve_device, train_stage
+    from poselift.training.loop import train_stage
+    from poselift.training.stage import resolve_device
 
     experiment = load_experiment(args.experiment, args.params)
     stage = experiment.stage(args.stage)
-    prepared, detections = data_paths(args, experiment)
+    inputs = data_inputs(args, experiment)
     out = args.out or experiment.stage_dir(stage.number)
     init_paths = {}
     for item in args.init:
@@ -63,9 +79,9 @@ def run(args) -> int:
         init_paths[int(number)] = Path(path)
     device = resolve_device(args.device)
     tracker = Tracker(experiment.name, args.tracking_uri)
-    result = train_stage(experiment, stage, prepared, detections, out, init_paths, device, tracker,
-                         restart=args.restart, log=tqdm.write)
+    result = train_stage(experiment, stage, inputs, out, init_paths, device, tracker, restart=args.restart,
+                         log=tqdm.write)
     if not result.skipped:
-        print(f"wrote {out}: {result.epochs} epochs, best validation MPJPE {result.best_val_mpjpe:.2f} mm "
+        print(f"wrote {out}: {result.epochs} epochs, best {result.metric} {result.best_value:.4g} "
               f"(epoch {result.best_epoch}); checkpoint.pt = {stage.select} epoch")
     return 0

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -209,61 +209,24 @@ def frame_windows(views: Views, receptive_field: int, centres: np.ndarray | None
                    views.ends[view], centres.copy())
 
 
-def sequence_windows(views: Views, length: int, last: str = "shift") -> Windows:
+def sequence_windows(views: Views, length: int) -> Windows:
     """seq2seq windows of ``length`` T frames, stride T inside every view (MixSTE Sec. 4.1: no overlap).
 
     A view of L frames gets ceil(L / T) chunks starting at its start + k T. The last one, when L is not
-    a multiple of T, is either
-
-    - ``last="shift"`` (training): moved back to end at the view's end, so it overlaps its predecessor by
-      ceil(L/T) T - L frames, which belong to the predecessor when stitching; or
-    - ``last="pad"`` (evaluation in pieces): kept at start + k T and edge-padded past the view's end with
-      the last frame; the padded outputs belong to no window.
-
-    A view shorter than T is one chunk edge-padded at the end in both modes. (MixSTE/VideoPose3D pad the
-    sequence symmetrically instead; shifting keeps every training frame real when L >= T.)
+    a multiple of T, is moved back to end at the view's end, so it overlaps its predecessor by
+    ceil(L/T) T - L frames, which belong to the predecessor when stitching. A view shorter than T is one
+    chunk edge-padded at the end. (MixSTE/VideoPose3D pad the sequence symmetrically instead; shifting
+    keeps every frame real when L >= T.) Training and evaluation use the same windows.
     """
     if length < 1:
         raise ValueError(f"sequence length must be positive, got {length}")
-    if last not in ("shift", "pad"):
-        raise ValueError(f"last must be 'shift' or 'pad', got {last!r}")
     counts = -(-views.lengths // length)  # ceil(L / T), >= 1 for a non-empty view
     view = np.repeat(np.arange(views.num_views), counts)
     k = np.arange(len(view)) - np.repeat(np.cumsum(counts) - counts, counts)  # chunk number in its view
     lo, hi = views.starts[view], views.ends[view]
     own = lo + k * length
-    first = np.maximum(np.minimum(own, hi - length), lo) if last == "shift" else own
+    first = np.maximum(np.minimum(own, hi - length), lo)
     return Windows("sequence", length, first, lo, hi, own)
-
-
-def view_pieces(views: Views, v: int, length: int, last: str = "pad") -> Windows:
-    """The seq2seq pieces of view ``v`` alone (T = ``length``), for evaluating one long view in pieces.
-
-    ``model outputs (n, T, ...)`` -> ``pieces.stitch(outputs, len(views))[views.starts[v]:views.ends[v]]``
-    gives the view's L per-frame outputs in frame order.
-    """
-    w = sequence_windows(views, length, last)
-    sel = w.lo == views.starts[v]
-    return Windows(w.kind, w.length, w.first[sel], w.lo[sel], w.hi[sel], w.own[sel])
-
-
-def iter_views(views: Views, pad: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Whole views of any length, one at a time, in view order (seq2seq evaluation, or a temporal
-    convolution evaluated over a whole view as VideoPose3D's UnchunkedGenerator does).
-
-    Yields ``inputs_2d`` (1, L + 2 pad, 17, 2) and ``scores`` edge-padded by ``pad`` frames at both ends,
-    so a model with receptive field 2 pad + 1 returns L frames; ``targets_3d`` (1, L, 17, 3),
-    ``trajectory`` (1, L, 3), ``valid`` (1, L) and the ids ``view``, ``action`` (ints) and ``frame`` (L,).
-    """
-    for v in range(views.num_views):
-        a, b = int(views.starts[v]), int(views.ends[v])
-        if a == b:
-            continue  # a sequence with no frames
-        rows = np.clip(np.arange(a - pad, b + pad), a, b - 1)
-        yield {"inputs_2d": views.inputs_2d[rows][None], "scores": views.scores[rows][None],
-               "targets_3d": views.targets_3d[a:b][None], "trajectory": views.trajectory[a:b][None],
-               "valid": views.valid[a:b][None], "view": v, "action": int(views.action[a]),
-               "frame": views.frame[a:b]}
 
 
 class Batches:

@@ -55,7 +55,7 @@ def mpjpe_term(out: dict, batch: dict) -> torch.Tensor:
 
 
 # --- MixSTE (Zhang et al., CVPR 2022, Sec. 3.3): L = L_w + lambda_t L_t + lambda_m L_m (Eq. 9) -------------
-# Weights as the official run.py uses them: poselift.models.mixste.LOSS_WEIGHTS (1.0, 0.5, 2.0).
+# Weights: params.yaml's MixSTE stages, the official run.py's (wmpjpe 1.0, tcloss 0.5, mpjve 2.0).
 
 
 def wmpjpe(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
@@ -109,15 +109,10 @@ def mpjve_term(out: dict, batch: dict) -> torch.Tensor:
     return mpjve(out["pose_3d"], batch["targets_3d"], batch.get("mask"))
 
 
-
-
 # --- STA (attention paper, Sec. II.B.5): L = lambda_s L_s + lambda_t L_t (Eq. 15) ---------------------------
 # Both terms are MPJPE ("the mean of MPJPE"): Eq. 13-14 write sums of plain L2 norms; we average instead
-# (a constant factor the lambdas absorb). The paper gives no lambda values; we use 1 and 1 (STA_WEIGHTS).
-
-STA_WEIGHTS = {"sta_spatial": 1.0, "sta_temporal": 1.0}  # lambda_s, lambda_t (our choice)
-
-
+# (a constant factor the lambdas absorb). The paper gives no lambda values; params.yaml's STA stages use 1 and 1
+# (sta_spatial 1.0, sta_temporal 1.0: our choice).
 
 
 def sta_spatial_term(out: dict, batch: dict) -> torch.Tensor:
@@ -139,16 +134,9 @@ def sta_temporal_term(out: dict, batch: dict) -> torch.Tensor:
     return mpjpe_term(out, batch)
 
 
-def sta_loss(out: dict, batch: dict, weights: dict = STA_WEIGHTS) -> torch.Tensor:
-    """Eq. 15: lambda_s L_s + lambda_t L_t (what a stage listing ``STA_WEIGHTS`` computes)."""
-    return (weights["sta_spatial"] * sta_spatial_term(out, batch)
-            + weights["sta_temporal"] * sta_temporal_term(out, batch))
-
-
-
-
 # --- POT + UGRN (Li et al., AAAI 2023): stage I Eq. 12; stage II Eq. 14 + 0.001 Eq. 13 ---------------------
-# Weights per stage: poselift.models.pot.STAGE_LOSS_WEIGHTS. Single-frame: targets (B, 17, 3) or (B, 1, 17, 3).
+# Weights per stage: params.yaml's POT experiments (stage I pot_stage1 1.0; stage II pot_refine 1.0 and
+# pot_uncertainty 0.001, with POT frozen). Single-frame: targets (B, 17, 3) or (B, 1, 17, 3).
 
 
 def pot_stage1_term(out: dict, batch: dict) -> torch.Tensor:
@@ -164,8 +152,6 @@ def pot_refine_term(out: dict, batch: dict) -> torch.Tensor:
 def pot_uncertainty_term(out: dict, batch: dict) -> torch.Tensor:
     """Eq. 13 on POT's pose Y~ and UGRN's ``sigma``."""
     return uncertainty_loss(out["pose_3d_stage1"], _frames(batch), out["sigma"])
-
-
 
 
 LOSSES = {  # name -> term(out, batch), the names params.yaml stages use

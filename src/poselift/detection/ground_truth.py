@@ -1,11 +1,4 @@
-"""2D detectors that need no images: projected ground truth and a simulated detector.
-
-Both turn a prepared sequence's ``positions_2d`` (C, F, 17, 2) into detections ``keypoints`` (C, F, 17, 2)
-and ``scores`` (C, F, 17) in the :mod:`poselift.data.detections` layout, the same layout image
-detectors write, so lifting never knows which detector made its input.
-
-- ``gt``: the dataset's own 2D, score 1.
-- ``synthetic``: the detector error model of :mod:`poselift.detectors.synthetic`.
+"""The ``gt`` detector: a prepared sequence's own 2D (projected ground truth), score 1.
 
 Joints whose ground truth is missing (non-finite, e.g. on MPI-INF-3DHP frames marked invalid) are
 written as keypoint (0, 0) with score 0: "not detected".
@@ -15,10 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-DETECTORS = {
-    "gt": "the prepared dataset's own 2D (projected ground truth), score 1",
-    "synthetic": "ground truth plus a CPN-like error model (params.yaml detectors.synthetic)",
-}
+
+
+class GroundTruth:
+    """the prepared dataset's own 2D (projected ground truth), score 1"""
+
+    def __init__(self, params_path=None, seed: int = 0):
+        self.settings: dict = {}
+
+    def __call__(self, sequence) -> tuple[np.ndarray, np.ndarray]:
+        return ground_truth(sequence.positions_2d)
 
 
 def ground_truth(positions_2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -52,9 +52,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy.signal import lfilter
 
-from poselift.detectors import mark_missing
+from poselift.detection.ground_truth import mark_missing
 from poselift.errors import InputError
 from poselift.skeleton import H36M17
 
@@ -190,6 +189,8 @@ def ar1(eps: np.ndarray, start: np.ndarray, rho: float) -> np.ndarray:
     ``eps`` (F, ...) and ``start`` (...) are standard normal, so z_0 is too and every z_t has variance 1.
     """
     g = math.sqrt(1.0 - rho * rho)
+    from scipy.signal import lfilter  # imported here: the CLI lists detectors without loading scipy
+
     return lfilter([g], [1.0, -rho], eps, axis=0, zi=(rho * start)[None])[0]
 
 
@@ -248,3 +249,15 @@ def detect_sequence(positions_2d: np.ndarray, key: str, cameras: list[str], para
     """All views of one sequence: positions_2d (C, F, 17, 2) -> keypoints (C, F, 17, 2), scores (C, F, 17)."""
     views = [simulate(view, params, view_rng(seed, key, cam)) for view, cam in zip(positions_2d, cameras)]
     return mark_missing(np.stack([v[0] for v in views]), np.stack([v[1] for v in views]), positions_2d)
+
+
+class SyntheticDetector:
+    """ground truth plus a CPN-like error model (params.yaml detectors.synthetic)"""
+
+    def __init__(self, params_path: str | os.PathLike | None = None, seed: int = 0):
+        self.model = load_params(params_path) if params_path is not None else SyntheticParams()
+        self.seed = seed
+        self.settings = {**self.model.to_dict(), "seed": seed}
+
+    def __call__(self, sequence) -> tuple[np.ndarray, np.ndarray]:
+        return detect_sequence(sequence.positions_2d, sequence.key, sequence.cameras, self.model, self.seed)

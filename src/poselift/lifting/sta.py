@@ -39,8 +39,8 @@ Choices where the paper is silent or contradicts itself (see also the parameter 
 - Dropout: "dropout rate 0.1" is read as PoseFormer's training drop-path rate 0.1 (its token dropout is 0).
 - Initialisation as PoseFormer's code: torch defaults, zero position embeddings.
 
-Parameter counts (:func:`count_parameters`), T = 81, C = 32, depth 4, 8 heads, MLP ratio 2:
-PoseFormer 9,602,885 (paper: 9.60M / 9.59M); STA 9,626,536 = PoseFormer + 23,552 (SAM 4 x 448, TAM
+Parameter counts (:func:`poselift.lifting.layers.count_parameters`), T = 81, C = 32, depth 4, 8 heads, MLP
+ratio 2: PoseFormer 9,602,885 (paper: 9.60M / 9.59M); STA 9,626,536 = PoseFormer + 23,552 (SAM 4 x 448, TAM
 4 x 5,440) + 99 (spatial head). The paper's Table IX gives 9.86M for STA (+0.26M), which no reading of
 "depth-wise" gives; a full (non-depth-wise) SAM/TAM would add about 7.1M.
 """
@@ -52,48 +52,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from poselift.errors import InputError
+from poselift.lifting import layers
 
 BEFORE_MSA, AFTER_MSA, AFTER_MLP = 0, 1, 2  # positions of SAM / TAM inside a block (Table VIII)
-
-
-class Mlp(nn.Module):
-    """Eq. 7: fc2(drop(GELU(fc1(x)))), then dropout; hidden width = mlp_ratio * dim."""
-
-    def __init__(self, dim: int, hidden: int, drop: float):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention, Eq. 6: softmax(Q K^T / sqrt(d_head)) V per head, heads concatenated."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
-        self.num_heads, self.attn_drop = num_heads, attn_drop
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, length, dim = x.shape
-        q, k, v = self.qkv(x).reshape(n, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(n, length, dim)))
-
-
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a residual branch for a random fraction ``rate`` of the samples."""
-    if rate == 0.0 or not training:
-        return x
-    keep = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype) >= rate
-    return x * keep / (1.0 - rate)
 
 
 class ConvAttention(nn.Module):
@@ -123,31 +84,26 @@ class ConvAttention(nn.Module):
         return x + y.transpose(1, 2)
 
 
-class Block(nn.Module):
-    """Pre-LN transformer block x += MSA(LN(x)); x += MLP(LN(x)), with an optional ConvAttention
-    (``kernel`` > 0) before the MSA, between MSA and MLP (default), or after the MLP."""
+class Block(layers.Block):
+    """A PoseFormer block (:class:`poselift.lifting.layers.Block`: x += MSA(LN(x)) (Eq. 6); x += MLP(LN(x))
+    (Eq. 7)) with an optional ConvAttention (``kernel`` > 0) before the MSA, between MSA and MLP (default),
+    or after the MLP."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop: float,
                  attn_drop: float, drop_path_rate: float, kernel: int = 0, position: int = AFTER_MSA,
                  norm_groups: int = 8):
-        super().__init__()
         if position not in (BEFORE_MSA, AFTER_MSA, AFTER_MLP):
             raise ValueError(f"attention module position must be 0, 1 or 2, got {position}")
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, drop_path_rate)
         self.conv_attention = ConvAttention(dim, kernel, norm_groups) if kernel else None
-        self.position, self.drop_path_rate = position, drop_path_rate
+        self.position = position
 
     def _conv(self, x: torch.Tensor, here: int) -> torch.Tensor:
         return self.conv_attention(x) if self.conv_attention is not None and self.position == here else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._conv(x, BEFORE_MSA)
-        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path_rate, self.training)
-        x = self._conv(x, AFTER_MSA)
-        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)
+        x = self.attention_step(self._conv(x, BEFORE_MSA))
+        x = self.mlp_step(self._conv(x, AFTER_MSA))
         return self._conv(x, AFTER_MLP)
 
 
@@ -259,7 +215,3 @@ def convert_official_state_dict(state_dict: dict, **hints) -> tuple[dict, dict]:
         raise InputError(source, f"PoseFormer weights do not match the inferred config {args}: missing "
                                  f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
     return args, weights
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

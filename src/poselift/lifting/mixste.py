@@ -6,18 +6,20 @@ embedding (Eq. 6), then d_l loops of a spatial transformer block (STB: attention
 frame, Sec. 3.1.2) and a temporal transformer block (TTB: attention among the T frames of ONE joint, the
 joint separation of Eq. 1) alternate. The temporal position embedding is added in the first loop only
 (Sec. 3.1.3). A regression head maps every token to 3D, so all T frames come out at once (seq2seq).
-Losses (Sec. 3.3, Eq. 9): WMPJPE (Eq. 10) + lambda_t TCLoss + lambda_m MPJVE, in :mod:`poselift.losses`
-(``wmpjpe``, ``tcloss``, ``mpjve``); their weights are :data:`LOSS_WEIGHTS`.
+Losses (Sec. 3.3, Eq. 9): WMPJPE (Eq. 10) + lambda_t TCLoss + lambda_m MPJVE, in :mod:`poselift.lifting.losses`
+(``wmpjpe``, ``tcloss``, ``mpjve``), with the Sec. 4.2 joint-group weights (poselift.skeleton.MIXSTE_JOINT_WEIGHTS)
+inside both WMPJPE and TCLoss. The paper gives no lambdas; params.yaml's MixSTE stages list the official run.py's
+(loss = weighted_mpjpe + 0.5 * TCLoss + 2.0 * velocity error): ``losses: {wmpjpe: 1.0, tcloss: 0.5, mpjve: 2.0}``.
 
 Layer structure, parameter shapes and defaults follow the official implementation (``MixSTE2`` in
 JinluZhang1126/MixSTE, common/model_cross.py, built by its run.py), so its checkpoints load through
 :func:`convert_official_state_dict`. Where the paper and that code differ, or the paper is silent:
 
 - Attention logits are scaled by 1/sqrt(d_m / h), the per-head width (Eq. 3 writes sqrt(d_m)).
-- Blocks are pre-LN: x + MSA(LN(x)) (Eq. 7), then x + MLP(LN(x)) with a GELU MLP of width mlp_ratio * d_m
-  (official: 2). The "Norm" of Eq. 6 is a LayerNorm after each block; ONE spatial and ONE temporal
-  LayerNorm are shared by all loops, as in the official code. LayerNorm eps is 1e-6, except the head's
-  (1e-5, torch's default), as there.
+- Blocks (STB and TTB alike, Sec. 3.2: :class:`poselift.lifting.layers.Block`) are pre-LN: x + MSA(LN(x))
+  (Eq. 7), then x + MLP(LN(x)) with a GELU MLP of width mlp_ratio * d_m (official: 2). The "Norm" of Eq. 6
+  is a LayerNorm after each block; ONE spatial and ONE temporal LayerNorm are shared by all loops, as in
+  the official code. LayerNorm eps is 1e-6, except the head's (1e-5, torch's default), as there.
 - Position embeddings start at zero; Linear layers keep torch's default initialisation (the official
   model applies no custom init).
 - Any T <= num_frames is accepted: the temporal position embedding is sliced to the first T positions.
@@ -37,89 +39,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-# Eq. 9: L = L_w + lambda_t L_t + lambda_m L_m. The paper gives no values; these are the official run.py's
-# (loss = weighted_mpjpe + 0.5 * TCLoss + 2.0 * velocity error), with the Sec. 4.2 joint-group weights
-# (poselift.skeleton.MIXSTE_JOINT_WEIGHTS) inside both WMPJPE and TCLoss.
-LOSS_WEIGHTS = {"wmpjpe": 1.0, "tcloss": 0.5, "mpjve": 2.0}
-
-
-# --- Sec. 3.2: the transformer block shared by STB and TTB -------------------------------------------
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: in training, zero a residual branch for a random subset of token sequences
-    (every dimension but the last two) and rescale the rest by 1 / (1 - p)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand(*x.shape[:-2], 1, 1, device=x.device) >= self.p
-        return x * keep.to(x.dtype) / (1.0 - self.p)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention (Eqs. 3-5, 8) over the second-to-last axis of (..., N, d_m).
-
-    ``qkv`` packs W^Q, W^K, W^V (output = [Q | K | V], each split into h heads); ``proj`` is W^O (Eq. 4).
-    """
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, qk_scale: float | None,
-                 attn_drop: float, proj_drop: float):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads) ** -0.5  # Eq. 3, per-head width as in the official code
-        self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)  # Eq. 8
-        self.proj = nn.Linear(dim, dim)  # W^O, Eq. 4
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead, (n, c) = x.shape[:-2], x.shape[-2:]
-        qkv = self.qkv(x.reshape(-1, n, c)).unflatten(-1, (3, self.num_heads, c // self.num_heads))
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, N, d_m / h)
-        drop = self.attn_drop if self.training else 0.0
-        heads = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)  # Eq. 3
-        out = self.proj(heads.transpose(1, 2).reshape(-1, n, c))  # Concat(head_1..h) W^O, Eqs. 4-5
-        return self.proj_drop(out).reshape(*lead, n, c)
-
-
-class Mlp(nn.Module):
-    """Feed-forward part of a block: Linear -> GELU -> Linear, with dropout after each Linear."""
-
-    def __init__(self, dim: int, hidden: int, drop: float):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class Block(nn.Module):
-    """Pre-LN transformer block on (..., N, d_m): R = MSA(LN(x)) + x (Eq. 7), then R + MLP(LN(R))."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, qk_scale: float | None,
-                 drop: float, attn_drop: float, drop_path: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+from poselift.lifting.layers import Block
 
 
 # --- Sec. 3.1: the mixed spatio-temporal encoder --------------------------------------------------------
@@ -150,8 +71,8 @@ class MixSTE(nn.Module):
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, 0 -> rate
 
         def blocks():
-            return nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop_rate,
-                                       attn_drop_rate, rate) for rate in rates)
+            return nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate,
+                                       qk_scale) for rate in rates)
 
         self.spatial_blocks, self.temporal_blocks = blocks(), blocks()  # STB and TTB of each of d_l loops
         self.spatial_norm = nn.LayerNorm(embed_dim, eps=1e-6)  # shared by all loops
@@ -180,10 +101,6 @@ class MixSTE(nn.Module):
         for loop in range(len(self.spatial_blocks)):  # d_l alternating loops, Sec. 3.1.3
             x = self.temporal_step(self.spatial_step(x, loop), loop)
         return {"pose_3d": self.head(x)}  # every frame: seq2seq
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # --- official checkpoints ------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 
 A checkpoint is a dict::
 
-    format "poselift.checkpoint", version 1
-    model        key of poselift.models.MODELS          args   its constructor arguments
+    format "poselift.training.checkpoint", version 1
+    model        key of poselift.lifting.MODELS          args   its constructor arguments
     state_dict   the model's parameters and buffers     window input frames T the model was trained on
     epoch        epochs completed                       metrics  {"val_mpjpe": ...} of this epoch
     stage        the stage's plain config (optional)    history  per-epoch records (optional)
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from poselift.errors import InputError
 
-FORMAT = "poselift.checkpoint"
+FORMAT = "poselift.training.checkpoint"
 VERSION = 1
 
 
@@ -84,15 +84,6 @@ def _numpy_globals() -> list:
     return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, *dtypes]
 
 
-def build_model(name: str, args: dict, path: str | os.PathLike = "checkpoint"):
-    """``MODELS[name](**args)``, with an InputError for an unknown model name."""
-    from poselift.models import MODELS
-
-    if name not in MODELS:
-        raise InputError(path, f"unknown model class '{name}' (known: {', '.join(sorted(MODELS))})")
-    return MODELS[name](**args)
-
-
 def load_model(path: str | os.PathLike, device="cpu"):
     """The model stored in poselift checkpoint ``path``, on ``device``, in eval mode."""
     return instantiate(read_checkpoint(path), path, device)
@@ -100,6 +91,8 @@ def load_model(path: str | os.PathLike, device="cpu"):
 
 def instantiate(ckpt: dict, path: str | os.PathLike = "checkpoint", device="cpu"):
     """The model of a loaded checkpoint dict, with its weights, on ``device``, in eval mode."""
+    from poselift.models import build_model
+
     model = build_model(ckpt["model"], ckpt["args"], path)
     try:
         model.load_state_dict(ckpt["state_dict"])
@@ -107,6 +100,17 @@ def instantiate(ckpt: dict, path: str | os.PathLike = "checkpoint", device="cpu"
         raise InputError(path, f"state_dict does not fit {ckpt['model']}({ckpt['args']}): "
                                f"{str(e).splitlines()[0]}") from None
     return model.to(device).eval()
+
+
+def model_from_checkpoint(ckpt: dict, path, device) -> tuple:
+    """(model in eval mode, input frames T) of a loaded checkpoint; T from the checkpoint or the model."""
+    from poselift.models import model_window
+
+    model = instantiate(ckpt, path, device)
+    window = ckpt.get("window") or model_window(model)
+    if not window:
+        raise InputError(path, "the checkpoint does not say how many input frames the model takes ('window')")
+    return model, int(window)
 
 
 # --- RNG states as tensors and plain values (weights_only-safe) ---------------------------------------

@@ -13,8 +13,14 @@ own K and G (Eq. 10) and refined by L2 layers of uncertainty-guided self-attenti
 the logits by sqrt(d) * Sum(sigma_j) of the key joint j (Eq. 11). A linear head gives the refined pose Y^.
 
 :class:`POTUGRN` composes them: submodules ``pot`` and ``ugrn``. Stage I trains ``pot`` with Eq. 12; stage
-II freezes ``pot`` and trains ``ugrn`` with Eq. 14 + 0.001 * Eq. 13 (:func:`stage_ii_loss`; as params.yaml
-terms: :data:`STAGE_LOSS_WEIGHTS`). A stage I checkpoint of a ``POT`` loads into ``POTUGRN.pot``.
+II freezes ``pot`` and trains ``ugrn`` with Eq. 14 + lambda * Eq. 13, lambda = 0.001. The loss terms are
+:data:`poselift.lifting.losses.LOSSES`' ``pot_stage1`` (Eq. 12), ``pot_refine`` (Eq. 14) and
+``pot_uncertainty`` (Eq. 13); params.yaml's POT experiments list them with these weights (stage I
+``losses: {pot_stage1: 1.0}``, stage II ``losses: {pot_refine: 1.0, pot_uncertainty: 0.001}`` and
+``freeze: [pot]``). A stage I checkpoint of a ``POT`` loads into ``POTUGRN.pot``.
+
+Both attentions are :class:`poselift.lifting.layers.Attention` (Eqs. 1-2): PO-SA passes Phi(D) as its
+additive ``bias``, UG-SA passes Sum(sigma_j) as its ``key_temperature``.
 
 Choices the paper leaves open (or where we read it one particular way):
 
@@ -31,8 +37,8 @@ Choices the paper leaves open (or where we read it one particular way):
   refinement loss reaches the uncertainty head through Y- and through UG-SA. Gradients into Y~ reach only
   POT, which stage II freezes with ``requires_grad=False``; detaching would change nothing then and would
   rule out joint fine-tuning.
-- A frozen ``pot`` (no parameter requiring grad) is kept in eval mode by :meth:`POTUGRN.train`, so POT's
-  dropout does not perturb Y~ in stage II; UG-sampling is the only noise, as the paper describes.
+- Stage II's ``freeze: [pot]`` keeps POT in eval mode (the training loop's ``train_mode``), so POT's dropout
+  does not perturb Y~ in stage II; UG-sampling is the only noise, as the paper describes.
 - UGRN has its own K and G (Eq. 10 reuses the symbols; shared ones would be frozen with POT in stage II).
 - Phi is Linear(1, 16) -> GELU -> Linear(16, H), separate in every layer ("each PO-SA" adjusts its own
   receptive field); 134 parameters a layer, which the Method section calls negligible. The Q/K/V
@@ -50,12 +56,13 @@ Choices the paper leaves open (or where we read it one particular way):
 - T > 1 input frames are lifted independently (these are single-frame models; training uses T = 1).
 - The pelvis is predicted like any joint (targets are root-relative, so it learns to be ~0).
 
-Parameter counts (``count_parameters``) against the paper, which rounds to 0.01M. Tables 4 and 6 agree
-with ours within 1%: POT-L 0.787M (paper 0.79M), POT-L+UGRN 0.986M (0.98M), POT-S+UGRN 0.252M (0.25M;
-POT-S alone 0.201M, not given), and Table 6's L1/L2 = 4/1, 8/2, 16/4 and C = 144 rows: 0.333M, 0.660M,
-1.313M, 2.205M (0.33M, 0.66M, 1.31M, 2.20M). Table 3 lists 0.97-0.98M for POT ablations without UGRN,
-which contradicts Table 4's 0.79M but matches the POT+UGRN total, so we read Table 3 as counting the
-whole two-stage model; its 0.97M -> 0.98M step for PO-SA is what we do not reproduce (ours: +0.0016M).
+Parameter counts (:func:`poselift.lifting.layers.count_parameters`) against the paper, which rounds to
+0.01M. Tables 4 and 6 agree with ours within 1%: POT-L 0.787M (paper 0.79M), POT-L+UGRN 0.986M (0.98M),
+POT-S+UGRN 0.252M (0.25M; POT-S alone 0.201M, not given), and Table 6's L1/L2 = 4/1, 8/2, 16/4 and C = 144
+rows: 0.333M, 0.660M, 1.313M, 2.205M (0.33M, 0.66M, 1.31M, 2.20M). Table 3 lists 0.97-0.98M for POT
+ablations without UGRN, which contradicts Table 4's 0.79M but matches the POT+UGRN total, so we read Table 3
+as counting the whole two-stage model; its 0.97M -> 0.98M step for PO-SA is what we do not reproduce (ours:
++0.0016M).
 """
 
 from __future__ import annotations
@@ -67,10 +74,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from poselift.losses import mpjpe, uncertainty_loss
+from poselift.lifting.layers import Attention
 from poselift.skeleton import H36M17, POT_GROUPS
-
-UNCERTAINTY_WEIGHT = 1e-3  # lambda of the stage II loss (paper: "We set lambda to 0.001")
 
 
 # --- shared building blocks --------------------------------------------------------------------------
@@ -90,40 +95,6 @@ class JointEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.linear(x) + self.keypoint + self.group[self.groups])
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention over joints (Eqs. 1-2); subclasses change how the logits A are formed."""
-
-    def __init__(self, dim: int, heads: int, dropout: float):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.heads, self.head_dim = heads, dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)  # P^Q, P^K, P^V (Eq. 1): matrices, no bias
-        self.proj = nn.Linear(dim, dim)  # mixes the concatenated heads
-        self.attn_drop = nn.Dropout(dropout)
-        self.proj_drop = nn.Dropout(dropout)
-
-    def logits(self, q: torch.Tensor, k: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # Eq. 2
-
-    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, J, C) -> q, k, v, each (N, H, J, d)."""
-        n, j, _ = x.shape
-        q, k, v = self.qkv(x).reshape(n, j, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return q, k, v
-
-    def weights(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """softmax(A): (N, H, J_query, J_key) attention weights, before dropout."""
-        q, k, _ = self.split(x)
-        return self.logits(q, k, context).softmax(dim=-1)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.split(x)
-        w = self.attn_drop(self.logits(q, k, context).softmax(dim=-1))
-        out = (w @ v).transpose(1, 2).flatten(2)  # concatenate the heads
-        return self.proj_drop(self.proj(out))
 
 
 class EncoderLayer(nn.Module):
@@ -167,18 +138,22 @@ def _check_joints(name: str, x: torch.Tensor, num_joints: int, features: int) ->
 
 
 class PoseOrientedAttention(Attention):
-    """PO-SA (Eq. 6): A_ij = q_i k_j^T / sqrt(d) + Phi(D(i, j)), Phi an MLP from hop distance to H biases."""
+    """PO-SA (Eq. 6): A_ij = q_i k_j^T / sqrt(d) + Phi(D(i, j)), Phi an MLP from hop distance to H biases.
+
+    Q/K/V without bias (Eq. 1); ``dropout`` on the attention weights and after the projection.
+    """
 
     def __init__(self, dim: int, heads: int, dropout: float, distance_hidden: int):
-        super().__init__(dim, heads, dropout)
+        super().__init__(dim, heads, qkv_bias=False, attn_drop=dropout, proj_drop=dropout)
         self.phi = nn.Sequential(nn.Linear(1, distance_hidden), nn.GELU(), nn.Linear(distance_hidden, heads))
 
     def distance_bias(self, hop_distance: torch.Tensor) -> torch.Tensor:
         """Phi(D): (J, J) hop distances -> (H, J, J) attention biases."""
         return self.phi(hop_distance.unsqueeze(-1)).permute(2, 0, 1)
 
-    def logits(self, q: torch.Tensor, k: torch.Tensor, hop_distance: torch.Tensor) -> torch.Tensor:
-        return super().logits(q, k, hop_distance) + self.distance_bias(hop_distance)
+    def forward(self, x: torch.Tensor, hop_distance: torch.Tensor) -> torch.Tensor:
+        """(N, J, C) tokens, (J, J) hop distances D -> (N, J, C)."""
+        return super().forward(x, bias=self.distance_bias(hop_distance))
 
 
 class POT(nn.Module):
@@ -252,11 +227,15 @@ class UncertaintyGuidedAttention(Attention):
 
     A larger Sum(sigma_j) pulls the logits of key j towards 0: it lowers j's weight where q_i k_j > 0
     (the paper's intent) but raises it towards uniform where q_i k_j < 0, exactly as Eq. 11 is written.
+    Q/K/V without bias and dropout as in PO-SA.
     """
 
-    def logits(self, q: torch.Tensor, k: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        temperature = sigma.sum(dim=-1)[:, None, None, :]  # (N, 1, 1, J_key)
-        return super().logits(q, k, sigma) / temperature
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__(dim, heads, qkv_bias=False, attn_drop=dropout, proj_drop=dropout)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """(N, J, C) tokens, (N, J, 3) sigma -> (N, J, C)."""
+        return super().forward(x, key_temperature=sigma.sum(dim=-1))
 
 
 class UGRN(nn.Module):
@@ -306,7 +285,7 @@ class UGRN(nn.Module):
         return {"pose_3d": refined.unflatten(0, (b, t)), "sigma": sigma}
 
 
-# --- the two-stage model and its losses ---------------------------------------------------------------
+# --- the two-stage model ----------------------------------------------------------------------------
 
 
 class POTUGRN(nn.Module):
@@ -326,39 +305,7 @@ class POTUGRN(nn.Module):
         self.pot = POT(num_joints, dim, heads, pot_depth, mlp_ratio, dropout, hop_distance, groups, distance_hidden)
         self.ugrn = UGRN(num_joints, dim, heads, ugrn_depth, mlp_ratio, dropout, groups)
 
-    @property
-    def pot_frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.pot.parameters())
-
-    def train(self, mode: bool = True) -> POTUGRN:
-        """As nn.Module.train, except that a frozen ``pot`` stays in eval mode (no dropout on Y~)."""
-        super().train(mode)
-        if self.pot_frozen:
-            self.pot.eval()
-        return self
-
     def forward(self, inputs_2d: torch.Tensor) -> dict[str, torch.Tensor]:
         stage1 = self.pot(inputs_2d)
         stage2 = self.ugrn(inputs_2d, stage1["pose_3d"], stage1["features"])
         return {"pose_3d": stage2["pose_3d"], "pose_3d_stage1": stage1["pose_3d"], "sigma": stage2["sigma"]}
-
-
-def stage_ii_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor,
-                  uncertainty_weight: float = UNCERTAINTY_WEIGHT) -> torch.Tensor:
-    """L_stageII = L_refine (Eq. 14) + lambda * L_sigma (Eq. 13). Stage I is mpjpe on POT's pose (Eq. 12).
-
-    The same sums as the params.yaml terms in :data:`STAGE_LOSS_WEIGHTS` (:data:`poselift.losses.LOSSES`).
-    """
-    refine = mpjpe(outputs["pose_3d"], target)
-    return refine + uncertainty_weight * uncertainty_loss(outputs["pose_3d_stage1"], target, outputs["sigma"])
-
-
-# Loss terms and weights per stage, by their names in poselift.losses.LOSSES. Stage II also freezes "pot".
-STAGE_LOSS_WEIGHTS = {
-    "stage1": {"pot_stage1": 1.0},  # Eq. 12
-    "stage2": {"pot_refine": 1.0, "pot_uncertainty": UNCERTAINTY_WEIGHT},  # Eq. 14 + lambda Eq. 13
-}
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

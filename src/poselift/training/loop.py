@@ -1,0 +1,191 @@
+"""The one training loop: one stage of an experiment (:mod:`poselift.experiments`), for every task.
+
+One stage: the task reads its data -> seed -> model from its preset -> earlier stages' checkpoints into
+submodules (``init``) -> frozen submodules (``freeze``: no gradient, eval mode) -> Adam/AdamW over the
+trainable parameters with a step schedule (:mod:`poselift.training.stage`) -> per epoch: the task's shuffled
+batches, the sum of the stage's weighted loss terms, optional gradient-norm clipping, then the task's
+validation metric -> checkpoints. What a batch holds, how the model is called and what validation measures
+is the task's (:mod:`poselift.training.tasks`); the loop never looks inside a batch.
+
+Checkpoints (:mod:`poselift.training.checkpoint`): ``last.pt`` every epoch with the optimiser, scheduler and
+RNG states, so a killed run started again continues from the next epoch and ends bit-identical to an
+uninterrupted one (same device and thread count); ``checkpoint.pt`` is the model later stages and
+evaluation use (best validation metric, or the final epoch with ``select: last``); ``history.json`` the
+per-epoch record. A finished stage is a no-op.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from poselift.errors import InputError
+
+
+@dataclass
+class StageResult:
+    epochs: int  # epochs completed
+    best_epoch: int
+    best_value: float  # of the task's validation metric
+    metric: str  # its name, e.g. val_mpjpe
+    history: list
+    out_dir: Path
+    skipped: bool = False  # the stage was already finished
+
+
+def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict | None = None, device="cpu",
+                tracker=None, restart: bool = False, log=print) -> StageResult:
+    """Train (or resume, or skip when finished) one stage on ``inputs`` (the task's data files, e.g.
+    {"prepared": ..., "detections": ...}); writes checkpoint.pt, last.pt, history.json to ``out_dir``."""
+    import torch
+    from tqdm import tqdm
+
+    from poselift.io import write_json
+    from poselift.models import build_model, output_frames
+    from poselift.training.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from poselift.training.stage import freeze, initialise, make_optimizer, seed_everything
+    from poselift.training.tasks import TASKS
+
+    out_dir = Path(out_dir)
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    last_path, best_path = out_dir / "last.pt", out_dir / "checkpoint.pt"
+    config = stage.config()
+    task_cls = TASKS[stage.task]
+    metric = task_cls.metric
+    resume = None
+    if last_path.is_file() and not restart:
+        resume = read_checkpoint(last_path)
+        _check_resumable(resume, config, last_path)
+        if resume["epoch"] >= stage.epochs:
+            log(f"stage {stage.number} ({stage.name}) already finished ({resume['epoch']} epochs): {out_dir}")
+            best = resume.get("best", {})
+            return StageResult(resume["epoch"], best.get("epoch", 0), best.get(metric, math.nan), metric,
+                               resume.get("history", []), out_dir, skipped=True)
+
+    task = task_cls(inputs, device)
+    seed_everything(stage.seed)
+    model = build_model(stage.model.cls, stage.model.args, experiment.params_path)
+    if resume is None:
+        sources = {n: out_dir.parent / f"stage{n}" / "checkpoint.pt" for n in stage.init.values()}
+        initialise(model, stage, {**sources, **(init_paths or {})}, experiment.params_path)
+    frozen = freeze(model, stage.freeze, experiment.params_path)
+    model.to(device)
+    optimizer, scheduler = make_optimizer(model, stage, experiment.params_path)
+    data_info = task.setup(model, stage, experiment.dataset.validation_split)
+
+    history, best, start, run_id = [], {"epoch": 0, metric: -math.inf if task.maximise else math.inf}, 0, None
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        training = resume["training"]
+        optimizer.load_state_dict(training["optimizer"])
+        scheduler.load_state_dict(training["scheduler"])
+        set_rng_state(training["rng"])
+        history, best, start = list(resume["history"]), dict(resume["best"]), int(resume["epoch"])
+        run_id = training.get("mlflow_run_id")
+        log(f"stage {stage.number} ({stage.name}): resuming after epoch {start} from {last_path}")
+    task.batches.epoch = start  # the data order of epoch e derives from (seed, e)
+
+    tracker_run = None
+    if tracker is not None:
+        tracker_run = tracker.start_run(f"stage{stage.number}-{stage.name}",
+                                        tags={"poselift.stage": str(stage.number)}, resume=run_id)
+        tracker.log_params(tracker_run, {**config, "data": {
+            **{k: str(v) for k, v in inputs.items() if v is not None}, **data_info,
+            "detector": experiment.detector, "validation_split": experiment.dataset.validation_split,
+            "device": str(device)}})
+
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"stage {stage.number} ({stage.name}): {type(model).__name__}, {n_params:,} parameters "
+        f"({n_train:,} trained), task {stage.task}: {task.describe()} ({experiment.dataset.validation_split}), "
+        f"device {device}")
+
+    status = "FAILED"
+    try:
+        epochs = tqdm(range(start, stage.epochs), desc=f"stage {stage.number} {stage.name}", unit="epoch",
+                      initial=start, total=stage.epochs, disable=None)
+        for epoch in epochs:
+            tick = time.time()
+            lr = optimizer.param_groups[0]["lr"]
+            terms = _train_epoch(model, frozen, task, optimizer, stage, epoch)
+            scheduler.step()
+            val = task.validate(model)
+            record = {"epoch": epoch + 1, "lr": lr, "loss": terms.pop("loss"), "terms": terms,
+                      metric: val, "seconds": round(time.time() - tick, 3)}
+            history.append(record)
+            improved = val > best[metric] if task.maximise else val < best[metric]
+            if improved:
+                best = {"epoch": epoch + 1, metric: val}
+            common = {"model": stage.model.cls, "args": stage.model.args, "window": stage.options.get("window"),
+                      "output_frames": output_frames(model) if hasattr(model, "output_frames") else None,
+                      "task": stage.task, "epoch": epoch + 1, "stage": config, "best": best,
+                      "metrics": {metric: val, "loss": record["loss"]}}
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            if stage.select == "last" or improved:  # before last.pt: a kill in between redoes this epoch
+                save_checkpoint(best_path, {**common, "state_dict": state})
+            save_checkpoint(last_path, {**common, "state_dict": state, "history": history, "training": {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                "mlflow_run_id": tracker_run}})
+            write_json(out_dir / "history.json", {"stage": config, "best": best, "epochs": history})
+            epochs.set_postfix(loss=f"{record['loss']:.4f}", **{metric: f"{val:.4g}"})
+            if tracker is not None:
+                tracker.log_metrics(tracker_run, {"loss": record["loss"], "loss_terms": terms, metric: val,
+                                                  "lr": lr}, step=epoch + 1)
+            log(f"epoch {epoch + 1}/{stage.epochs}: loss {record['loss']:.5f}, {metric} {val:.4g}, "
+                f"lr {lr:.3g}, {record['seconds']:.1f} s")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None:
+            if status == "FINISHED":
+                tracker.log_metrics(tracker_run, {f"best_{metric}": best[metric],
+                                                  "best_epoch": best["epoch"]}, step=stage.epochs)
+                tracker.log_artifacts(tracker_run, [out_dir / "history.json"])
+            tracker.end_run(tracker_run, status)
+    return StageResult(stage.epochs, best["epoch"], best[metric], metric, history, out_dir)
+
+
+def _train_epoch(model, frozen, task, optimizer, stage, epoch: int) -> dict:
+    """One pass over the task's shuffled batches; returns the sample-weighted mean of the total and each term."""
+    import torch
+    from tqdm import tqdm
+
+    from poselift.training.stage import train_mode
+
+    train_mode(model, frozen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums: dict = {}  # running sums stay on the device: no synchronisation per batch
+    count = 0
+    bar = tqdm(task.batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=None)
+    for batch in bar:
+        out, targets, n = task.step(model, batch)
+        values = {name: task.losses[name](out, targets) for name in stage.losses}
+        loss = sum(weight * values[name] for name, weight in stage.losses.items())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if stage.max_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, stage.max_norm)
+        optimizer.step()
+        count += n
+        for name, value in {"loss": loss, **values}.items():
+            sums[name] = sums.get(name, 0.0) + value.detach() * n
+    means = {name: float(total) / max(count, 1) for name, total in sums.items()}
+    if not all(math.isfinite(v) for v in means.values()):
+        raise FloatingPointError(f"epoch {epoch + 1}: non-finite training loss {means} (lower the learning "
+                                 f"rate or set max_norm)")
+    return means
+
+
+def _check_resumable(ckpt: dict, config: dict, path: Path) -> None:
+    """A last.pt continues only the same stage config (``epochs`` may grow)."""
+    old = dict(ckpt.get("stage") or {})
+    if "training" not in ckpt:
+        raise InputError(path, "has no training state to resume from (pass --restart to train anew)")
+    diff = sorted(k for k in set(old) | set(config) if k != "epochs" and old.get(k) != config.get(k))
+    if diff:
+        raise InputError(path, f"was written by a stage with other settings ({', '.join(diff)} differ); "
+                               f"pass --restart to train anew")
