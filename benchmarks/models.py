@@ -51,6 +51,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from poselift.experiments import ModelSpec, model_spec, read_params
+from poselift.lifting.layers import count_parameters
 from poselift.models import MODELS
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -136,10 +137,6 @@ def input_frames(model: torch.nn.Module) -> int:
     if hasattr(model, "receptive_field"):
         return int(model.receptive_field())
     return int(getattr(model, "num_frames", 1))
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def count_flops(model: torch.nn.Module, frames: int, num_joints: int = 17) -> tuple[float, int]:
