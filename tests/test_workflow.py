@@ -4,12 +4,14 @@ detections, and what a killed job leaves behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -71,7 +73,7 @@ def test_all_plans_the_chain_with_stage_two_on_stage_one(project):
     assert "--checkpoint results/two/stage2/checkpoint.pt" in evaluate["shell"]
 
     own = find(jobs, "train", experiment="own", stage="1")  # detector "prepared": no detections file
-    assert own["input"] == ["data/prepared/tiny.h5"] and "--detections none" in own["shell"]
+    assert own["input"] == ["data/prepared/tiny.h5"] and "--input detections=none" in own["shell"]
     report = find(jobs, "report")
     assert sorted(report["input"]) == ["results/mean-pose@tiny/evaluation/metrics.json",
                                        "results/own/evaluation/metrics.json", "results/two/evaluation/metrics.json"]
@@ -169,52 +171,116 @@ def test_cache_second_project_computes_nothing_and_key_follows_data_and_detector
     assert len(list((tmp_path / "shared-cache").iterdir())) == 5
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     end = time.monotonic() + timeout
     while not path.exists():
-        assert proc.poll() is None, "snakemake ended before the training job wrote its first epoch"
-        assert time.monotonic() < end, f"{path} did not appear"
+        assert proc.poll() is None, f"snakemake ended before {path} appeared"
+        assert time.monotonic() < end, f"{path} did not appear in {timeout} s"
         time.sleep(0.02)
 
 
-def start(root: Path) -> subprocess.Popen:
-    """`snakemake --profile workflow/profiles/local results` in the background, in its own process group."""
-    return subprocess.Popen([str(BIN / "snakemake"), "--profile", "workflow/profiles/local", "results"],
+@contextlib.contextmanager
+def started(root: Path) -> Iterator[subprocess.Popen]:
+    """`snakemake --profile workflow/profiles/local results` in the background, in its own process group;
+    whatever of the group is left when the block ends (a failed assertion) is killed, stopped processes too."""
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "workflow/profiles/local", "results"],
                             cwd=root, env=env(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:  # not yet reaped: its id is still its group's
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def trainers(proc: subprocess.Popen) -> list:
+    """The `poselift train` processes among snakemake's descendants."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            cmdline = child.cmdline()
+        except psutil.NoSuchProcess:  # exited (or a zombie) since the listing: not a running trainer
+            continue
+        if cmdline[1:2] and cmdline[1].endswith("/poselift") and cmdline[2:3] == ["train"]:
+            found.append(child)
+    return found
+
+
+def frozen(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is stopped (state T): it runs no code until SIGCONT."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):  # a thread that just exited
+            states.append(stat.read_text().rpartition(")")[2].split()[0])
+    return bool(states) and all(state in "tT" for state in states)
+
+
+def freeze_training(proc: subprocess.Popen, stage: Path, epochs: int):
+    """Once the training job has written its first epoch, stop (SIGSTOP) its `poselift train` process and
+    return it, checking it is mid-training: it writes and finishes nothing until continued (SIGCONT)."""
+    import psutil
+
+    wait_for(stage / "history.json", proc)
+    found = trainers(proc)  # it wrote history.json and has epochs left: it is alive
+    assert len(found) == 1, found
+    trainer = found[0]
+    trainer.suspend()
+    end = time.monotonic() + 60
+    while not frozen(trainer.pid):
+        assert trainer.status() != psutil.STATUS_ZOMBIE, "the trainer exited"
+        assert time.monotonic() < end, "the trainer did not stop"
+        time.sleep(0.01)
+    done = [e["epoch"] for e in json.loads((stage / "history.json").read_text())["epochs"]]
+    assert 1 <= len(done) < epochs, done  # stable now (the trainer is its only writer), and not finished
+    return trainer
 
 
 def test_a_killed_job_leaves_no_output_and_a_rerun_completes(tmp_path):
     import psutil
 
-    long_stage = dict(TINY_EXPERIMENT["stages"][0], epochs=20)
-    root = make_project(tmp_path / "p", {"two": {**TINY_EXPERIMENT, "stages": [long_stage]}}, frames=400)
+    # The killed runs train a stage that cannot finish within the test (at least a step, a validation pass
+    # and three file writes per epoch), so each kill hits a trainer that is mid-training; the rerun's stage
+    # is short. A changed stage makes Snakemake rerun the job anyway, but not past files left incomplete:
+    # those need the profile's rerun-incomplete, which step 3 checks.
+    endless = dict(TINY_EXPERIMENT["stages"][0], epochs=10**9)
+    root = make_project(tmp_path / "p", {"two": {**TINY_EXPERIMENT, "stages": [endless]}})
     stage = root / "results" / "two" / "stage1"
     outputs = [stage / "checkpoint.pt", stage / "last.pt", stage / "history.json"]
 
     # 1. the training process dies (as by the OOM killer or a node failure) after writing its first epoch
-    proc = start(root)
-    wait_for(stage / "history.json", proc)
-    trainers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                if p.cmdline()[1:2] and p.cmdline()[1].endswith("/poselift") and p.cmdline()[2:3] == ["train"]]
-    assert len(trainers) == 1
-    trainers[0].send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) != 0
+    with started(root) as proc:
+        trainer = freeze_training(proc, stage, endless["epochs"])
+        trainer.send_signal(signal.SIGTERM)  # fatal (no handler): the stopped process dies without running
+        with contextlib.suppress(psutil.NoSuchProcess):
+            trainer.resume()
+        trainer.wait(timeout=60)
+        assert proc.wait(timeout=120) != 0
     assert not any(p.exists() for p in outputs)  # Snakemake removed the failed job's outputs
 
     # 2. the whole run is interrupted (Ctrl-C reaches every process of the terminal's group)
-    proc = start(root)
-    wait_for(stage / "history.json", proc)
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=120) != 0
+    with started(root) as proc:
+        trainer = freeze_training(proc, stage, endless["epochs"])
+        os.killpg(proc.pid, signal.SIGINT)
+        trainer.resume()  # it takes the pending SIGINT mid-training (a KeyboardInterrupt)
+        trainer.wait(timeout=60)  # so its log is complete
+        assert proc.wait(timeout=120) != 0
     assert "poselift: interrupted" in (root / "logs/train/two/stage1.log").read_text()
+
+    # 3. with the short stage, a plain run refuses files left unfinished (if Snakemake did not remove them),
+    # and a rerun with the profile (it sets rerun-incomplete) trains the stage from scratch to the end
+    short = dict(endless, epochs=3)
+    write_params(root, {**yaml.safe_load((root / "params.yaml").read_text()),
+                        "experiments": {"two": {**TINY_EXPERIMENT, "stages": [short]}}})
     if any(p.exists() for p in outputs):  # Snakemake marked them unfinished (else it removed them)
         plain = snakemake(root, "-n", "results", check=False)
         assert plain.returncode != 0 and "IncompleteFilesException" in plain.stdout
-
-    # 3. a rerun (the profiles set rerun-incomplete) trains the stage from scratch to the end
+    left = set(stage.glob(".*.tmp"))  # a killed process's temporary files (io.atomic_output), if it had any
     snakemake(root, "--profile", "workflow/profiles/local", "results")
     history = json.loads((stage / "history.json").read_text())
-    assert [e["epoch"] for e in history["epochs"]] == list(range(1, 21))
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3]
+    assert "resuming" not in (root / "logs/train/two/stage1.log").read_text()
     assert (root / "results/two/evaluation/metrics.json").is_file()
-    assert not list(stage.glob(".*.tmp"))
+    assert set(stage.glob(".*.tmp")) <= left  # the rerun left none of its own
