@@ -40,7 +40,7 @@ def run(args) -> int:
     from poselift.errors import InputError
     from poselift.experiments import load_experiment
     from poselift.tracking import Tracker
-    from poselift.training.checkpoint import model_from_checkpoint, read_checkpoint
+    from poselift.training.checkpoint import instantiate, read_checkpoint
     from poselift.training.stage import resolve_device
     from poselift.training.tasks import TASKS
 
@@ -56,13 +56,13 @@ def run(args) -> int:
     device = resolve_device(args.device)
 
     ckpt = read_checkpoint(checkpoint)
-    model, window = model_from_checkpoint(ckpt, checkpoint, device)
+    model = instantiate(ckpt, checkpoint, device)
     task = TASKS[ckpt.get("task", stage.task)](inputs, device)
     files = {name: str(path) if path is not None else None for name, path in inputs.items()}
-    result, num_views = task.evaluate(model, window, out, args.split, batch_size, flip_test, args.pck_joints,
-                                      checkpoint, inputs={"checkpoint": str(checkpoint), "model": ckpt["model"],
-                                                          **files, "split": args.split, "flip_test": flip_test,
-                                                          "window": window})
+    result, num_views, window = task.evaluate(
+        model, ckpt, checkpoint, out, args.split, batch_size, flip_test, args.pck_joints,
+        inputs={"checkpoint": str(checkpoint), "model": ckpt["model"], **files, "split": args.split,
+                "flip_test": flip_test})
 
     tracker = Tracker(experiment.name, args.tracking_uri)
     run_id = tracker.start_run(f"evaluation-{args.split}", tags={"poselift.evaluation": args.split})

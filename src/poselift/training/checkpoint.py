@@ -102,17 +102,6 @@ def instantiate(ckpt: dict, path: str | os.PathLike = "checkpoint", device="cpu"
     return model.to(device).eval()
 
 
-def model_from_checkpoint(ckpt: dict, path, device) -> tuple:
-    """(model in eval mode, input frames T) of a loaded checkpoint; T from the checkpoint or the model."""
-    from poselift.models import model_window
-
-    model = instantiate(ckpt, path, device)
-    window = ckpt.get("window") or model_window(model)
-    if not window:
-        raise InputError(path, "the checkpoint does not say how many input frames the model takes ('window')")
-    return model, int(window)
-
-
 # --- RNG states as tensors and plain values (weights_only-safe) ---------------------------------------
 
 def rng_state() -> dict:

@@ -15,7 +15,8 @@ A task is a class in :data:`TASKS`. The loop never looks inside a batch; it asks
   returns what to log about it; ``describe()`` one line of it; ``batches`` the training batches (iterable,
   with a settable ``epoch`` that fixes the epoch's data order); ``step(model, batch) -> (out, targets, n)``
   one forward pass (``n`` samples); ``validate(model) -> float``.
-- ``evaluate(model, window, out, ...)``: what ``poselift evaluate`` writes for this task.
+- ``evaluate(model, ckpt, path, out, split, batch_size, flip_test, pck_joints, inputs)``: what
+  ``poselift evaluate`` writes for this task (lifting: the files of :mod:`poselift.evaluation`).
 
 A task is chosen by the stage's ``task`` key, else by the model class's ``task`` attribute, else "lifting".
 Adding one is a module here and one line in :data:`TASKS` (docs/architecture.md).

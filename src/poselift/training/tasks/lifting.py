@@ -78,8 +78,8 @@ class LiftingTask:
 
         o = stage.options
         self.window, self.batch_size, self.flip_test = o["window"], stage.batch_size, o["flip_test"]
-        self.centre = output_frames(model) == "centre"
         kind = output_frames(model)
+        self.centre = kind == "centre"
         train_views, self.val_views = self.views("train"), self.views(validation_split)
         self.train_windows = make_windows(train_views, kind, self.window)
         if len(self.train_windows) == 0:
@@ -91,8 +91,7 @@ class LiftingTask:
         self.batches = Batches(train_views, self.train_windows, stage.batch_size, shuffle=True, seed=stage.seed,
                                flip="random" if o["flip_augment"] else None, as_torch=True, device=self.device,
                                per_epoch=o["windows_per_epoch"])
-        return {"prepared": str(self.prepared), "train_windows": len(self.train_windows),
-                "validation_windows": len(self.val_windows)}
+        return {"train_windows": len(self.train_windows), "validation_windows": len(self.val_windows)}
 
     def describe(self) -> str:
         return (f"{len(self.train_windows):,} training windows of {self.window} frames, "
@@ -110,21 +109,25 @@ class LiftingTask:
 
     # --- evaluation ---
 
-    def evaluate(self, model, window: int, out: Path, split: str, batch_size: int, flip_test: bool,
-                 pck_joints: str, where, inputs: dict) -> tuple[dict, int]:
-        """Predict every valid frame of ``split`` and write the evaluation files (:mod:`poselift.evaluation`)
-        to ``out``; returns (metrics, number of views)."""
+    def evaluate(self, model, ckpt: dict, path, out: Path, split: str, batch_size: int, flip_test: bool,
+                 pck_joints: str, inputs: dict) -> tuple[dict, int, int]:
+        """Predict every valid frame of ``split`` with checkpoint ``ckpt``'s ``model`` (read from ``path``) and
+        write the evaluation files (:mod:`poselift.evaluation`) to ``out``; returns (metrics, views, T)."""
         import numpy as np
 
         from poselift.data.loading import make_windows
         from poselift.evaluation import write_evaluation
         from poselift.lifting.inference import predict
-        from poselift.models import output_frames
+        from poselift.models import model_window, output_frames
 
+        window = ckpt.get("window") or model_window(model)
+        if not window:
+            raise InputError(path, "the checkpoint does not say how many input frames the model takes ('window')")
         test = self.views(split)
-        windows = make_windows(test, output_frames(model), window)
+        windows = make_windows(test, output_frames(model), int(window))
         pred = predict(model, test, windows, batch_size, flip_test, self.device)
         pred = pred[test.valid].astype(np.float32)
         if not np.isfinite(pred).all():
-            raise InputError(where, "the model predicted non-finite 3D poses")
-        return write_evaluation(out, pred, test, pck_joints, inputs=inputs), test.num_views
+            raise InputError(path, "the model predicted non-finite 3D poses")
+        result = write_evaluation(out, pred, test, pck_joints, inputs={**inputs, "window": int(window)})
+        return result, test.num_views, int(window)
