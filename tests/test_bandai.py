@@ -183,8 +183,8 @@ def test_missing_files_and_wrong_labels_are_reported(tmp_path, no_mirror):
 
 def test_no_source_reachable_is_one_clear_error(tmp_path, no_mirror, monkeypatch, run_cli):
     missing = (tmp_path / "nowhere.tar.gz").as_uri()
-    with pytest.raises(InputError, match="no Bandai-Namco source reachable: --source and POSELIFT_BANDAI_MIRROR "
-                                         "are unset, and download failed"):
+    with pytest.raises(InputError, match="no Bandai-Namco source reachable: no source given and "
+                                         "POSELIFT_BANDAI_MIRROR is unset, and download failed"):
         build(None, url=missing)
     monkeypatch.setenv(bandai.MIRROR_ENV, str(tmp_path / "no-mirror"))
     monkeypatch.setattr(bandai, "ARCHIVE_URL", missing)

@@ -19,7 +19,6 @@ from poselift.camera import Camera
 from poselift.training.checkpoint import read_checkpoint
 from poselift.data.prepared import PreparedDataset, Sequence, write_prepared
 from poselift.models import MODELS
-from poselift.skeleton import H36M17
 
 # --- tiny models (registered in MODELS for the duration of each test) ----------------------------------
 

@@ -163,3 +163,55 @@ def read_pickled_npz(path: str | Path, keys: tuple[str, ...], optional: tuple[st
             AttributeError, pickle.UnpicklingError) as e:
         raise InputError(path, f"not a readable .npz archive of pickled objects ({type(e).__name__}: {e})") from None
     return out
+
+
+def read_manifest(path: str | os.PathLike, prefix: str = "") -> dict[str, str]:
+    """A ``sha256sum``-style manifest (``<sha256>  <path>`` per line) -> {path: hex digest}; with ``prefix``
+    every path must start with ``prefix/``, which is dropped from the keys."""
+    import re
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "manifest not found")
+    manifest = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not name or (prefix and not name.startswith(f"{prefix}/")):
+            raise InputError(path, f"line {number} is not '<sha256>  {prefix + '/' if prefix else ''}<path>'")
+        manifest[name[len(prefix) + 1:] if prefix else name] = digest
+    return manifest
+
+
+def verify_sha256(data: bytes, name: str, manifest: dict, where: str | os.PathLike, shown: str | None = None) -> bytes:
+    """``data`` if its SHA-256 is the manifest's entry for ``name``, else an InputError naming ``where`` and
+    the file (``shown``, default ``name``): a file missing from the manifest, or a corrupt or altered one."""
+    import hashlib
+
+    shown = shown or name
+    if name not in manifest:
+        raise InputError(where, f"{shown} is not listed in the manifest")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest[name]:
+        raise InputError(where, f"{shown}: SHA-256 {digest[:16]}... does not match the manifest "
+                                f"({manifest[name][:16]}...): corrupt or altered file")
+    return data
+
+
+def mirror_or_download(source, env_var: str, download, what: str, unreachable: type = InputError) -> Path:
+    """Where a dataset's or asset's files come from: an explicit ``source`` (which must exist), else the mirror
+    ``$env_var`` if it exists, else ``download()`` (-> a local path). A download that fails with
+    ``unreachable`` becomes one error saying what was tried; a file that arrives corrupt is reported as is."""
+    if source is not None:
+        if not Path(source).exists():
+            raise InputError(source, f"no such {what} mirror (folder or archive)")
+        return Path(source)
+    mirror = os.environ.get(env_var)
+    if mirror and Path(mirror).exists():
+        return Path(mirror)
+    try:
+        return download()
+    except unreachable as e:
+        why = f"{env_var}={mirror} does not exist" if mirror else f"no source given and {env_var} is unset"
+        raise InputError(e.path, f"no {what} source reachable: {why}, and {e.problem}") from None

@@ -13,7 +13,6 @@ Reading never unpacks to disk: archive members are streamed with :mod:`tarfile`.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import lzma
@@ -33,7 +32,7 @@ from poselift.data.bvh import BVH, end_site_positions, forward_kinematics, parse
 from poselift.data.prepared import PreparedDataset, Sequence
 from poselift.data.rig import RIG_SUBJECT, h36m_cameras, place_in_volume, project_views
 from poselift.errors import InputError
-from poselift.io import atomic_output
+from poselift.io import atomic_output, mirror_or_download, read_manifest, verify_sha256
 from poselift.skeleton import H36M17
 
 # --- where the data comes from ---------------------------------------------------------------------
@@ -121,19 +120,8 @@ def split_of(clip: Clip) -> str:
 
 
 def load_manifest(path: str | os.PathLike = MANIFEST) -> dict[str, str]:
-    """``sha256sum``-style manifest -> {path inside the dataset: hex digest}."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "manifest not found")
-    manifest = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        digest, _, name = line.partition("  ")
-        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not name:
-            raise InputError(path, f"line {number} is not '<sha256>  <path>'")
-        manifest[name] = digest
-    return manifest
+    """The shipped ``sha256sum``-style manifest -> {path inside the dataset: hex digest}."""
+    return read_manifest(path)
 
 
 def catalogue(manifest: dict[str, str]) -> list[Clip]:
@@ -164,14 +152,6 @@ def _dataset_path(name: str) -> str | None:
     return "/".join(parts[parts.index("dataset"):]) if "dataset" in parts else None
 
 
-def _verify(data: bytes, name: str, manifest: dict[str, str], where: str) -> bytes:
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != manifest[name]:
-        raise InputError(where, f"{name}: SHA-256 {digest[:16]}... does not match the manifest "
-                                f"({manifest[name][:16]}...): corrupt or altered file")
-    return data
-
-
 def read_archive(archive: Path, wanted: set[str], manifest: dict[str, str]) -> Iterator[tuple[str, bytes]]:
     """Stream the ``wanted`` members (paths from ``dataset/``) out of a tar archive, each verified."""
     try:
@@ -179,7 +159,7 @@ def read_archive(archive: Path, wanted: set[str], manifest: dict[str, str]) -> I
             for member in tar:
                 name = _dataset_path(member.name)
                 if member.isfile() and name in wanted:
-                    yield name, _verify(tar.extractfile(member).read(), name, manifest, str(archive))
+                    yield name, verify_sha256(tar.extractfile(member).read(), name, manifest, str(archive))
     except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, OSError) as e:
         raise InputError(archive, f"not a readable tar archive ({type(e).__name__}: {e})") from None
 
@@ -189,7 +169,7 @@ def read_tree(root: Path, wanted: set[str], manifest: dict[str, str]) -> Iterato
     for name in sorted(wanted):
         path = root / name
         if path.is_file():
-            yield name, _verify(path.read_bytes(), name, manifest, str(root))
+            yield name, verify_sha256(path.read_bytes(), name, manifest, str(root))
 
 
 def download_archive(cache_dir: Path, url: str = ARCHIVE_URL,
@@ -231,19 +211,9 @@ def find_readers(source: Path, wanted: set[str], manifest: dict[str, str]) -> li
 
 def resolve_source(source: Path | None, cache_dir: Path | None = None, url: str | None = None) -> Path:
     """An explicit ``source`` must exist; else ``$POSELIFT_BANDAI_MIRROR`` if it exists; else download."""
-    if source is not None:
-        if not Path(source).exists():
-            raise InputError(source, "no such Bandai-Namco mirror (folder or archive)")
-        return Path(source)
-    mirror = os.environ.get(MIRROR_ENV)
-    if mirror and Path(mirror).exists():
-        return Path(mirror)
     cache_dir = Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "poselift")
-    try:
-        return download_archive(cache_dir, url or ARCHIVE_URL)
-    except InputError as e:
-        where = f"{MIRROR_ENV}={mirror} does not exist" if mirror else f"--source and {MIRROR_ENV} are unset"
-        raise InputError(e.path, f"no Bandai-Namco source reachable: {where}, and {e.problem}") from None
+    return mirror_or_download(source, MIRROR_ENV, lambda: download_archive(cache_dir, url or ARCHIVE_URL),
+                              "Bandai-Namco")
 
 
 # --- BVH -> Human3.6M-17 ---------------------------------------------------------------------------
