@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # OpenMP threads wait passively: spinning threads slow torch down badly when jobs share the 2 cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 export POSELIFT_BANDAI_MIRROR ?= $(abspath ../shared/data/bandai-namco)
+# Where the MakeHuman CC0 body assets are (the rendered benchmark); without them, `poselift render` downloads
+# the pinned upstream files and checks them against the shipped manifest.
+export POSELIFT_MAKEHUMAN_ASSETS ?= $(abspath ../shared/data/makehuman)
 
 .PHONY: run test venv clean mlflow-ui
 venv: $(STAMP)
@@ -32,6 +35,7 @@ run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --report reports/report.html
 	$(BIN)/poselift info data/prepared/bandai-cpu.h5
 	cat reports/results.md
+	@echo "contact sheet of the rendered benchmark: reports/crops-bandai-cpu.png"
 
 # Browse the MLflow runs of every train and evaluate job (default store: ./mlflow.db) at http://127.0.0.1:5000
 MLFLOW_STORE ?= sqlite:///mlflow.db

@@ -1,4 +1,4 @@
-# poselift's workflow: prepare -> detect -> train stage I -> train stage II (on the frozen stage I) ... ->
+# poselift's workflow: prepare -> render -> detect -> train stage I -> train stage II (on the frozen stage I) ... ->
 # evaluate -> report, for every experiment of params.yaml. Each rule only wires files to a `poselift`
 # command; its log is in logs/, its timing in logs/benchmarks/.
 #
@@ -6,7 +6,7 @@
 #   snakemake --profile workflow/profiles/local all             here, everything on the CPU (= make run)
 #   snakemake --report reports/report.html                      the self-contained HTML report
 #
-# Phase targets (what `dvc repro` runs, one DVC stage each): prepared, detections, results, report.
+# Phase targets (what `dvc repro` runs, one DVC stage each): prepared, renders, detections, results, report.
 
 configfile: "params.yaml"
 
@@ -38,6 +38,12 @@ rule prepared:
     """Phase target: every dataset the experiments use."""
     input:
         all_prepared(),
+
+
+rule renders:
+    """Phase target: the rendered benchmark of every dataset in params.yaml `render`."""
+    input:
+        all_renders(),
 
 
 rule detections:

@@ -28,6 +28,22 @@ def mmpose_fixtures(shared_dir) -> Path:
     return path
 
 
+_BODY = {}  # MakeHuman's body, read once per test session
+
+
+@pytest.fixture
+def makehuman_body(shared_dir):
+    """The unshaped MakeHuman CC0 body (poselift.rendering.body) from ../shared's mirror, loaded once."""
+    path = shared_dir / "data" / "makehuman"
+    if not (path / "makehuman-cc0-assets.tar.xz").is_file():
+        pytest.skip(f"{path}/makehuman-cc0-assets.tar.xz is absent")
+    if "body" not in _BODY:
+        from poselift.rendering.body import load_body
+
+        _BODY["body"] = load_body(path)
+    return _BODY["body"]
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run ``poselift ARGS...`` in-process; returns (exit code, stdout, stderr)."""

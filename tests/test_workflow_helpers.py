@@ -217,3 +217,20 @@ def test_editing_the_code_a_command_runs_changes_its_fingerprint(tmp_path, comma
     target = copy / "poselift" / module
     target.write_text(target.read_text() + "\n# edited\n")
     assert digest() != before
+
+
+def test_render_section_wires_the_render_rule_and_the_contact_sheets():
+    p = copy.deepcopy(params())
+    p["render"] = {"bandai-cpu": {"every": 60, "seed": 3, "full_frames": True}}
+    wf = Workflow(p)
+    assert wf.all_renders() == ["data/renders/bandai-cpu.h5"]
+    assert wf.render_args("bandai-cpu") == "--every 60 --seed 3 --full-frames"
+    assert wf.report_sheets() == ["reports/crops-bandai-cpu.png"]
+    assert wf.report_crops_args() == "--crops data/renders/bandai-cpu.h5"
+    p["render"]["bandai-cpu"]["colour"] = "red"
+    with pytest.raises(InputError, match=r"render.bandai-cpu.colour: unknown key \(known: every, seed, "):
+        Workflow(p).renders()
+    p["render"] = {"nowhere": {}}
+    with pytest.raises(InputError, match=r"datasets.nowhere: missing"):
+        Workflow(p).renders()
+    assert Workflow(params()).all_renders() == [] and Workflow(params()).report_sheets() == []

@@ -68,6 +68,7 @@ def tiny_params(experiments: dict | None = None) -> dict:
         "datasets": {"tiny": {"reader": "h36m", "source": "src.npz", "validation_split": "test"}},
         "models": dict(TINY_MODELS),
         "experiments": experiments if experiments is not None else {"two": TINY_EXPERIMENT},
+        "render": {},  # no dataset rendered (rendering needs the MakeHuman assets: tests/test_render.py)
     }
 
 

@@ -8,10 +8,11 @@ import sys
 
 from poselift import __version__
 from poselift.commands import (baseline, detect, evaluate, import_checkpoint, import_detections, info, metrics,
-                               prepare, report, train)
+                               prepare, render, report, train)
 from poselift.errors import InputError
 
-COMMANDS = (prepare, import_detections, info, detect, baseline, metrics, train, evaluate, import_checkpoint, report)
+COMMANDS = (prepare, import_detections, info, render, detect, baseline, metrics, train, evaluate, import_checkpoint,
+            report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ from poselift.errors import InputError
 PARAMS = Path("params.yaml")
 PREPARED_DIR = Path("data/prepared")
 DETECTIONS_DIR = Path("data/detections")
+RENDERS_DIR = Path("data/renders")
 RESULTS_DIR = Path("results")
 OWN_2D = "prepared"  # detector name meaning "the prepared file's own 2D"
 BASELINE = "mean-pose@"  # results/mean-pose@<dataset>/: the training-mean pose of a dataset, a row of every table
@@ -76,6 +77,11 @@ def prepared_path(dataset: str) -> Path:
 def detections_path(dataset: str, detector: str) -> Path | None:
     """data/detections/<dataset>/<detector>.h5; None for the prepared file's own 2D (detector "prepared")."""
     return None if detector == OWN_2D else DETECTIONS_DIR / dataset / f"{detector}.h5"
+
+
+def renders_path(dataset: str) -> Path:
+    """data/renders/<dataset>.h5: the labelled crops `poselift render` makes of a prepared dataset."""
+    return RENDERS_DIR / f"{dataset}.h5"
 
 
 def stage_dir(experiment: str, number: int) -> Path:

@@ -215,3 +215,24 @@ def mirror_or_download(source, env_var: str, download, what: str, unreachable: t
     except unreachable as e:
         why = f"{env_var}={mirror} does not exist" if mirror else f"no source given and {env_var} is unset"
         raise InputError(e.path, f"no {what} source reachable: {why}, and {e.problem}") from None
+
+
+@contextlib.contextmanager
+def open_layout(path: str | os.PathLike, fmt: str, version: int, what: str) -> Iterator[h5py.File]:
+    """An HDF5 file of one of poselift's versioned layouts, open for reading, after checking its ``format``
+    and ``version`` attributes; a missing, foreign, newer or unreadable file -> one-line InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise InputError(path, f"not a readable HDF5 file ({e})") from None
+    with f:
+        if f.attrs.get("format") != fmt:
+            raise InputError(path, f"not a poselift {what} (format attribute {f.attrs.get('format')!r}, "
+                                   f"expected {fmt!r})")
+        if f.attrs.get("version") != version:
+            raise InputError(path, f"{what} version {f.attrs.get('version')} is not supported (this poselift "
+                                   f"reads version {version})")
+        yield f

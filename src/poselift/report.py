@@ -202,3 +202,58 @@ def write_report(results: list[Result], out: str | os.PathLike) -> dict[str, Pat
     plt.close(fig)
     written["per_action.png"] = out / "per_action.png"
     return written
+
+
+# --- the contact sheet of labelled crops ---------------------------------------------------------------------
+
+def contact_sheet(crops_path: str | os.PathLike, count: int = 24, columns: int = 8, seed: int = 0):
+    """An RGB uint8 image: ``count`` crops of a labelled-crops file (:mod:`poselift.data.crop_file`), spread
+    over its views, each with its H36M-17 skeleton drawn on it (bones green where both joints are visible,
+    red where one is occluded) and its view's name. What a person checks: a person should look like a person,
+    and the skeleton should sit on the body."""
+    import cv2
+    import numpy as np
+
+    from poselift.data.crop_file import CropFile
+    from poselift.skeleton import H36M17
+
+    f = CropFile(crops_path)
+    rng = np.random.default_rng(seed)
+    picks = [(v, int(rng.integers(f.counts[v]))) for v in rng.permutation(f.views)[:count] if f.counts[v]]
+    tiles = []
+    for key, i in picks:
+        s = f.sample(key, i)
+        tile = s["image"].copy()
+        for j, parent in enumerate(H36M17.parents):
+            if parent < 0:
+                continue
+            seen = s["visibility"][j] > 0 and s["visibility"][parent] > 0
+            a, b = (tuple(int(round(v)) for v in s["keypoints"][k]) for k in (j, parent))
+            cv2.line(tile, a, b, (40, 220, 40) if seen else (230, 40, 40), 2, cv2.LINE_AA)
+        for j, (x, y) in enumerate(s["keypoints"]):
+            cv2.circle(tile, (int(round(x)), int(round(y))), 3, (255, 255, 255) if s["visibility"][j] else (230, 40, 40), -1)
+        cv2.putText(tile, f"{key.split('/', 1)[-1][-24:]} #{int(s['frame'])}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.33,
+                    (255, 255, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    f.close()
+    if not tiles:
+        raise InputError(crops_path, "holds no crops")
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    sheet = np.zeros((rows * h, min(columns, len(tiles)) * w, 3), np.uint8)
+    for n, tile in enumerate(tiles):
+        r, c = divmod(n, columns)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    return sheet
+
+
+def write_contact_sheet(crops_path: str | os.PathLike, out: str | os.PathLike, **kwargs) -> Path:
+    """:func:`contact_sheet` saved as a PNG, atomically."""
+    import cv2
+
+    sheet = contact_sheet(crops_path, **kwargs)
+    out = Path(out)
+    with atomic_output(out) as tmp:
+        ok, data = cv2.imencode(".png", sheet[..., ::-1])
+        tmp.write_bytes(data.tobytes())
+    return out

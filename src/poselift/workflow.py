@@ -20,14 +20,15 @@ from poselift.data.readers import SOURCE_OPTIONAL
 from poselift.detection import DETECTORS
 from poselift.errors import InputError
 from poselift.experiments import (OWN_2D, baseline_name, evaluation_dir, experiment_names, parse_experiment,
-                                  prepared_path, stage_dir)
+                                  prepared_path, renders_path, stage_dir)
 
 # The files `poselift report` writes, by role.
 REPORT = {"table": "reports/results.md", "csv": "reports/results.csv", "html": "reports/results.html",
           "metrics": "reports/metrics.json", "plot": "reports/per_action.png"}
 
 # The subcommands the rules run (poselift.commands.<name>): each gets a code fingerprint.
-COMMANDS = ("prepare", "detect", "import_detections", "train", "evaluate", "baseline", "report")
+COMMANDS = ("prepare", "render", "detect", "import_detections", "train", "evaluate", "baseline", "report")
+RENDER_KEYS = ("every", "seed", "background_seed", "split", "quality", "full_frames")  # params.yaml render.<dataset> -> poselift render
 
 
 def _posix(path) -> str:
@@ -157,6 +158,38 @@ class Workflow:
         """The rows of the results table: the selected experiments and a mean-pose baseline per dataset."""
         datasets = sorted({self.experiment(name).dataset.name for name in self.selected()})
         return self.selected() + [baseline_name(d) for d in datasets]
+
+    # --- the rendered benchmark ---
+
+    def renders(self) -> dict:
+        """params.yaml ``render``: {dataset: settings} of the datasets rendered into labelled crops."""
+        section = self.config.get("render") or {}
+        if not isinstance(section, dict):
+            raise InputError(self.params_path, "render: expected a mapping of dataset names")
+        for dataset, settings in section.items():
+            self.dataset_spec(dataset)
+            unknown = sorted(set(settings or {}) - set(RENDER_KEYS))
+            if unknown:
+                raise InputError(self.params_path, f"render.{dataset}.{unknown[0]}: unknown key "
+                                                   f"(known: {', '.join(RENDER_KEYS)})")
+        return {dataset: dict(settings or {}) for dataset, settings in section.items()}
+
+    def all_renders(self) -> list[str]:
+        return [_posix(renders_path(d)) for d in self.renders()]
+
+    def render_args(self, dataset: str) -> str:
+        """`poselift render` options from params.yaml render.<dataset>."""
+        settings = self.renders()[dataset]
+        args = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in settings.items()
+                if k != "full_frames" and v is not None]
+        return " ".join(args + (["--full-frames"] if settings.get("full_frames") else []))
+
+    def report_crops_args(self) -> str:
+        return " ".join(f"--crops {path}" for path in self.all_renders())
+
+    def report_sheets(self) -> list[str]:
+        """The contact sheets `poselift report` draws of the renders: reports/crops-<dataset>.png."""
+        return [f"reports/crops-{d}.png" for d in self.renders()]
 
     # --- prepare's and detect's command lines ---
 

@@ -25,6 +25,8 @@ all_prepared, all_detections, all_checkpoints, all_metrics = (
     wf.all_prepared, wf.all_detections, wf.all_checkpoints, wf.all_metrics)
 report_names = wf.report_names
 source_files, prepare_args = wf.source_files, wf.prepare_args
+all_renders, render_args, report_crops_args, report_sheets = (
+    wf.all_renders, wf.render_args, wf.report_crops_args, wf.report_sheets)
 imported_detections, detect_command = wf.imported_detections, wf.detect_command
 detect_inputs = lambda w: wf.detect_inputs(w.dataset, w.detector)
 

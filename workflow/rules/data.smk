@@ -1,4 +1,4 @@
-# Data: prepare (per dataset) -> detect (per dataset x detector).
+# Data: prepare (per dataset) -> render (the datasets of params.yaml `render`) -> detect (per dataset x detector).
 #
 # Both rules are eligible for Snakemake's between-workflow output cache (`cache:`; the profiles turn it on
 # with `cache: []`, i.e. --cache). The cache key hashes the shell command, the params and the content of
@@ -13,6 +13,7 @@
 
 localrules:
     prepare,
+    render,
     detect,
 
 
@@ -57,3 +58,25 @@ rule detect:
         runtime=120,
     shell:
         "{params.command} --out {output} > {log} 2>&1"
+
+
+rule render:
+    """People rendered from a prepared dataset's motion through its cameras (`poselift render`): labelled
+    256x192 crops, with the settings of params.yaml render.<dataset>. The MakeHuman assets are checked against
+    the manifest shipped with the code, so the code fingerprint covers them."""
+    input:
+        "data/prepared/{dataset}.h5",
+    output:
+        "data/renders/{dataset}.h5",
+    params:
+        args=lambda w: render_args(w.dataset),
+        code=CODE["render"],
+    log:
+        "logs/render/{dataset}.log",
+    cache: "omit-software"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "poselift render --prepared {input} {params.args} --out {output} > {log} 2>&1"

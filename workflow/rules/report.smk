@@ -10,14 +10,17 @@ rule report:
     """One table (Markdown, CSV, HTML) and one per-action MPJPE plot of every experiment's evaluation."""
     input:
         all_metrics(),
+        all_renders(),
     output:
         table=REPORT["table"],
         csv=REPORT["csv"],
         metrics=REPORT["metrics"],
         html=report(REPORT["html"], caption="../report/results.rst", category="Results"),
         plot=report(REPORT["plot"], caption="../report/per_action.rst", category="Results"),
+        sheets=report(report_sheets(), caption="../report/crops.rst", category="Rendered benchmark"),
     params:
         experiments=lambda w: " ".join(f"--experiment {name}" for name in report_names()),
+        crops=report_crops_args(),
         code=CODE["report"],
     log:
         "logs/report.log",
@@ -28,4 +31,4 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "poselift report --results results {params.experiments} --out reports > {log} 2>&1"
+        "poselift report --results results {params.experiments} {params.crops} --out reports > {log} 2>&1"

@@ -92,23 +92,14 @@ class ImageFile:
     def __init__(self, path: str | os.PathLike):
         import h5py
 
+        from poselift.io import open_layout
+
         self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(self.path, "file not found")
-        try:
-            with h5py.File(self.path, "r") as f:
-                if f.attrs.get("format") != FORMAT:
-                    raise InputError(self.path, f"not a poselift image file (format attribute "
-                                                f"{f.attrs.get('format')!r}, expected {FORMAT!r})")
-                if f.attrs.get("version") != VERSION:
-                    raise InputError(self.path, f"image file version {f.attrs.get('version')} is not supported "
-                                                f"(this poselift reads version {VERSION})")
-                keys: list[str] = []
-                f.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
-                self.sizes = {k: (int(f[k].attrs.get("height", 0)), int(f[k].attrs.get("width", 0))) for k in keys}
-                self.counts = {k: int(f[k].shape[0]) for k in keys}
-        except OSError as e:
-            raise InputError(self.path, f"not a readable HDF5 file ({e})") from None
+        with open_layout(self.path, FORMAT, VERSION, "image file") as f:
+            keys: list[str] = []
+            f.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+            self.sizes = {k: (int(f[k].attrs.get("height", 0)), int(f[k].attrs.get("width", 0))) for k in keys}
+            self.counts = {k: int(f[k].shape[0]) for k in keys}
         self.keys = sorted(self.counts)
         self._file = None
         self._pid = None
