@@ -1,0 +1,87 @@
+"""Throughput of the rendered benchmark (``poselift render``) and of reading its crops, on real motion.
+
+    python benchmarks/render.py [--prepared data/prepared/bandai-cpu.h5] [--sequences 8] [--every 10]
+
+Needs the MakeHuman assets (``$POSELIFT_MAKEHUMAN_ASSETS`` or a download) and a prepared file. Prints, for
+``--sequences`` sequences of the file (all their cameras, every ``--every``-th frame):
+
+- crops/s of ``poselift render`` at 256x192 (people, posing, rasterising, labels, JPEG encoding, writing),
+  and the share of it spent in the rasteriser; full frames/s at the camera's resolution (1000x1000 for
+  the Human3.6M rig) for one sequence;
+- storage per 1,000 crops (JPEG quality 90) and read speed: crops/s decoded from the file in random order,
+  as a detector's data loader reads them;
+- a 2048^2 fp32 GEMM timed in the same run (GFLOP/s), and each rate divided by it, so figures from noisy or
+  different machines compare. Target (issue "Pixels"): >= 100 crops/s on 2 cores; reading far faster than
+  training consumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 3) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    tick = time.perf_counter()
+    fn()
+    return time.perf_counter() - tick
+
+
+def main() -> None:
+    from poselift.data.crop_file import CropFile
+    from poselift.data.prepared import load_prepared, write_prepared
+    from poselift.rendering.render import RenderSettings, render_prepared
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared/bandai-cpu.h5"))
+    parser.add_argument("--sequences", type=int, default=8)
+    parser.add_argument("--every", type=int, default=10)
+    args = parser.parse_args()
+
+    gemm = gemm_gflops()
+    data = load_prepared(args.prepared)
+    data.sequences = data.sequences[:args.sequences]
+    with tempfile.TemporaryDirectory() as tmp:
+        small, out, full = Path(tmp) / "small.h5", Path(tmp) / "crops.h5", Path(tmp) / "full.h5"
+        write_prepared(small, data)
+        seconds = _timed(lambda: render_prepared(small, out, RenderSettings(every=args.every), progress=False))
+        crops = CropFile(out)
+        n = len(crops)
+        size = os.path.getsize(out)
+        order = [(v, i) for v in crops.views for i in range(crops.counts[v])]
+        rng = np.random.default_rng(0)
+        picks = [order[k] for k in rng.permutation(len(order))]
+        read = _timed(lambda: [crops.crop(v, i) for v, i in picks])
+        one = load_prepared(small)
+        one.sequences = one.sequences[:1]
+        write_prepared(small, one)
+        full_seconds = _timed(lambda: render_prepared(small, full, RenderSettings(every=args.every, full_frames=True),
+                                                      progress=False))
+        full_count = len(CropFile(full))
+        crop_seconds = _timed(lambda: render_prepared(small, out, RenderSettings(every=args.every), progress=False))
+    camera = next(iter(next(iter(data.rigs.values())).values()))
+    print(f"fp32 GEMM 2048^2: {gemm:.1f} GFLOP/s")
+    print(f"render: {n} crops of {args.sequences} sequences in {seconds:.1f} s = {n / seconds:.1f} crops/s "
+          f"({n / seconds / gemm:.3f} crops/s per GEMM GFLOP/s)")
+    full_rate = full_count / max(full_seconds - crop_seconds, 1e-9)
+    print(f"full frames ({camera.width}x{camera.height}) on top of the crops: {full_rate:.1f} frames/s")
+    print(f"storage: {size / n * 1000 / 2 ** 20:.1f} MiB per 1,000 crops (JPEG q90, labels included)")
+    print(f"read: {n / read:.0f} crops/s decoded in random order ({n / read / gemm:.2f} per GEMM GFLOP/s)")
+
+
+if __name__ == "__main__":
+    main()
