@@ -7,11 +7,11 @@ import os
 import sys
 
 from poselift import __version__
-from poselift.commands import (baseline, detect, evaluate, import_checkpoint, import_detections, info, metrics,
-                               prepare, render, report, train)
+from poselift.commands import (baseline, crops, detect, evaluate, import_checkpoint, import_detections, info,
+                               metrics, prepare, render, report, train)
 from poselift.errors import InputError
 
-COMMANDS = (prepare, import_detections, info, render, detect, baseline, metrics, train, evaluate, import_checkpoint,
+COMMANDS = (prepare, import_detections, info, render, crops, detect, baseline, metrics, train, evaluate, import_checkpoint,
             report)
 
 

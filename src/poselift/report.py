@@ -219,18 +219,21 @@ def contact_sheet(crops_path: str | os.PathLike, count: int = 24, columns: int =
 
     f = CropFile(crops_path)
     rng = np.random.default_rng(seed)
-    picks = [(v, int(rng.integers(f.counts[v]))) for v in rng.permutation(f.views)[:count] if f.counts[v]]
+    every = [(v, i) for v in f.views for i in range(f.counts[v])]
+    picks = [every[k] for k in sorted(rng.choice(len(every), min(count, len(every)), replace=False))]
     tiles = []
     for key, i in picks:
         s = f.sample(key, i)
         tile = s["image"].copy()
         for j, parent in enumerate(H36M17.parents):
-            if parent < 0:
+            if parent < 0 or not np.isfinite(s["keypoints"][[j, parent]]).all():
                 continue
             seen = s["visibility"][j] > 0 and s["visibility"][parent] > 0
             a, b = (tuple(int(round(v)) for v in s["keypoints"][k]) for k in (j, parent))
             cv2.line(tile, a, b, (40, 220, 40) if seen else (230, 40, 40), 2, cv2.LINE_AA)
         for j, (x, y) in enumerate(s["keypoints"]):
+            if not np.isfinite([x, y]).all():
+                continue
             cv2.circle(tile, (int(round(x)), int(round(y))), 3, (255, 255, 255) if s["visibility"][j] else (230, 40, 40), -1)
         cv2.putText(tile, f"{key.split('/', 1)[-1][-24:]} #{int(s['frame'])}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.33,
                     (255, 255, 0), 1, cv2.LINE_AA)

@@ -9,7 +9,7 @@ One HDF5 file (version 1)::
     /<subject>/<sequence>/<camera>/       one group per view (the prepared file's sequence key and camera)
         frame       (N,) int64          frame index in the prepared sequence (or in the source video)
         crops       (N,) vlen uint8     the RGB crop, JPEG or PNG bytes (attrs: codec)
-        keypoints   (N, 17, 2) float32  H36M-17 2D in crop pixels
+        keypoints   (N, 17, 2) float32  H36M-17 2D in crop pixels (NaN: an unlabelled joint of a real frame)
         keypoints_frame (N, 17, 2) float32  the same in frame pixels
         affine      (N, 2, 3) float32   frame pixels -> crop pixels (:mod:`poselift.data.crops`)
         box         (N, 4) float32      the person box x0, y0, x1, y1 in frame pixels

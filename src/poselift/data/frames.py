@@ -351,3 +351,46 @@ def labelled_crops(records: Iterable[LabelledFrame], size=CROP_SIZE, padding: fl
         affine = crop_affine(box, size, rotation, scale)
         yield LabelledCrop(crop(record.image, affine, size), to_crop(record.keypoints, affine), affine, box,
                            np.asarray(record.visibility))
+
+
+# ------------------------------------------------------------------------------ into the labelled-crops layout
+
+def prepared_video_frames(video: str | os.PathLike, keypoints_2d: np.ndarray, every: int = 1,
+                          source: str = "") -> Iterator[LabelledFrame]:
+    """Labelled frames of one camera's video (e.g. Human3.6M's ``S*/Videos/<action>.<camera>.mp4``) with its
+    2D ground truth ``keypoints_2d`` (F, 17, 2) in frame pixels (a prepared file's ``positions_2d`` of that
+    camera: the person box comes from it): every ``every``-th frame; frames past either end are refused."""
+    keypoints_2d = np.asarray(keypoints_2d, dtype=np.float64)
+    with VideoReader(video) as reader:
+        if len(reader) < len(keypoints_2d):
+            raise InputError(video, f"has {len(reader)} frames, fewer than the {len(keypoints_2d)} of its 2D labels")
+        for index, image in enumerate(reader.frames(0, len(keypoints_2d))):
+            if index % every == 0:
+                labelled = np.isfinite(keypoints_2d[index]).all(-1).astype(np.float64)
+                yield LabelledFrame(image, np.nan_to_num(keypoints_2d[index]), labelled, f"{source or video}#{index}")
+
+
+def crops_view(key: str, records: Iterable[LabelledFrame], frames: Iterable[int] | None = None,
+               quality: int = 90):
+    """The labelled crops of ``records`` as one view of the labelled-crops layout
+    (:class:`poselift.data.crop_file.View`), ready for :class:`~poselift.data.crop_file.CropWriter`: the same
+    form ``poselift render`` writes, so the image stages read real and rendered people alike."""
+    from poselift.data.crop_file import View
+    from poselift.data.crops import to_frame
+    from poselift.data.images import encode_image
+
+    rows = {k: [] for k in ("keypoints", "keypoints_frame", "affine", "box", "visibility", "crops")}
+    for item in labelled_crops(records):
+        labelled = (np.asarray(item.visibility) > 0)[:, None]
+        keypoints = np.where(labelled, item.keypoints, np.nan)  # an unlabelled joint has no coordinate
+        rows["keypoints"].append(keypoints)
+        rows["keypoints_frame"].append(to_frame(keypoints, item.affine))
+        rows["affine"].append(item.affine)
+        rows["box"].append(item.box.xyxy)
+        rows["visibility"].append((np.asarray(item.visibility) > 0).astype(np.float32))
+        rows["crops"].append(encode_image(item.crop, "jpeg", quality))
+    n = len(rows["crops"])
+    frame = np.arange(n) if frames is None else np.asarray(list(frames), dtype=np.int64)
+    arrays = {k: np.asarray(v, dtype=np.float32).reshape((n, *np.shape(v)[1:])) for k, v in rows.items()
+              if k != "crops"}
+    return View(key=key, frame=frame, crops=rows["crops"], **arrays)

@@ -1,0 +1,95 @@
+"""`poselift crops`: real labelled frames (MMPose's COCO, Human3.6M and 3DHP fixtures, a video with a prepared
+file's 2D) become person crops in the layout `poselift render` writes, read back by the same CropFile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from poselift.camera import Camera
+from poselift.data.crop_file import CropFile
+from poselift.data.crops import to_frame
+from poselift.data.prepared import PreparedDataset, Sequence, write_prepared
+from poselift.report import contact_sheet
+
+
+@pytest.mark.parametrize("source, annotations, images, count", [
+    ("coco", "coco/test_coco.json", "coco", 12),
+    ("h36m", "h36m/test_h36m_body3d.npz", "h36m", 4),
+    ("3dhp", "mpi_inf_3dhp/test_3dhp_test.npz", "mpi_inf_3dhp", 2),
+])
+def test_fixtures_become_crops_in_the_render_layout(tmp_path, run_cli, mmpose_fixtures, source, annotations,
+                                                    images, count):
+    out = tmp_path / f"{source}.h5"
+    code, _, err = run_cli("crops", source, "--annotations", mmpose_fixtures / annotations,
+                           "--images", mmpose_fixtures / images, "--out", out)
+    assert code == 0, err
+    f = CropFile(out)
+    assert f.source == "frames" and f.crop_size == (256, 192) and len(f) == count
+    for key in f.views:
+        for i in range(f.counts[key]):
+            s = f.sample(key, i)  # the same fields a rendered crop has
+            assert set(s) == {"image", "keypoints", "keypoints_frame", "affine", "box", "visibility", "frame"}
+            assert s["image"].shape == (256, 192, 3) and s["image"].std() > 10
+            seen = s["visibility"] > 0
+            assert seen.sum() >= 2
+            inside = (s["keypoints"][seen] >= -0.5).all() and (s["keypoints"][seen, 0] <= 191.5).all() \
+                and (s["keypoints"][seen, 1] <= 255.5).all()
+            assert inside  # the box holds every labelled joint
+            np.testing.assert_allclose(to_frame(s["keypoints"], s["affine"]), s["keypoints_frame"], atol=1e-3)
+            assert np.isnan(s["keypoints"][~seen]).all()  # an unlabelled joint has no coordinate
+    assert contact_sheet(out, count=4).shape[2] == 3
+
+
+def dot_video(path, keypoints, size=(240, 320)):
+    """An MJPG video whose frame t shows a white dot at each of keypoints[t] (F, 17, 2) on grey."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (size[1], size[0]))
+    for frame_points in keypoints:
+        image = np.full((*size, 3), 60, np.uint8)
+        for x, y in frame_points:
+            cv2.circle(image, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
+        writer.write(image)
+    writer.release()
+
+
+def test_a_video_with_a_prepared_files_2d_becomes_crops_whose_labels_sit_on_the_pixels(tmp_path, run_cli):
+    rng = np.random.default_rng(0)
+    frames = 12
+    base = rng.uniform([100, 40], [220, 200], (17, 2))
+    keypoints = (base + np.arange(frames)[:, None, None] * np.array([2.0, 1.0])).astype(np.float32)  # walks right
+    dot_video(tmp_path / "walk.avi", keypoints)
+    camera = Camera(R=np.eye(3), T=np.zeros(3), f=[300.0, 300.0], c=[160.0, 120.0], width=320, height=240, name="cam")
+    seq = Sequence(subject="S1", name="Walking 1", action="Walking", split="test", rig="rig", cameras=["cam"],
+                   positions_3d=np.zeros((frames, 17, 3), np.float32), positions_2d=keypoints[None])
+    write_prepared(tmp_path / "p.h5", PreparedDataset(dataset="toy", fps=25.0, rigs={"rig": {"cam": camera}},
+                                                     sequences=[seq]))
+    out = tmp_path / "walk.h5"
+    code, _, err = run_cli("crops", "video", "--video", tmp_path / "walk.avi", "--prepared", tmp_path / "p.h5",
+                           "--sequence", "S1/Walking 1", "--camera", "cam", "--every", 2, "--out", out)
+    assert code == 0, err
+    f = CropFile(out)
+    view = f.view("S1/Walking 1/cam")
+    assert list(view.frame) == list(range(0, frames, 2))
+    for i, t in enumerate(view.frame):
+        np.testing.assert_allclose(view.keypoints_frame[i], keypoints[t], atol=1e-3)
+        image = f.crop(view.key, i).astype(float).mean(-1)
+        for x, y in view.keypoints[i]:
+            u, v = int(round(x)), int(round(y))
+            assert image[v, u] > 150  # a dot is where its label says
+
+    code, _, err = run_cli("crops", "video", "--video", tmp_path / "walk.avi", "--prepared", tmp_path / "p.h5",
+                           "--sequence", "S1/Running", "--camera", "cam", "--out", tmp_path / "x.h5")
+    assert code == 2 and "no sequence 'S1/Running'" in err and not (tmp_path / "x.h5").exists()
+    short = tmp_path / "short.avi"
+    dot_video(short, keypoints[:5])
+    code, _, err = run_cli("crops", "video", "--video", short, "--prepared", tmp_path / "p.h5",
+                           "--sequence", "S1/Walking 1", "--camera", "cam", "--out", tmp_path / "x.h5")
+    assert code == 2 and "short.avi: has 5 frames, fewer than the 12 of its 2D labels" in err
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_missing_annotations_is_one_line(tmp_path, run_cli):
+    code, _, err = run_cli("crops", "coco", "--out", tmp_path / "x.h5")
+    assert code == 2 and "--annotations: required for coco" in err and not (tmp_path / "x.h5").exists()
