@@ -93,3 +93,10 @@ def test_a_video_with_a_prepared_files_2d_becomes_crops_whose_labels_sit_on_the_
 def test_missing_annotations_is_one_line(tmp_path, run_cli):
     code, _, err = run_cli("crops", "coco", "--out", tmp_path / "x.h5")
     assert code == 2 and "--annotations: required for coco" in err and not (tmp_path / "x.h5").exists()
+
+
+def test_an_unwritable_output_is_one_line(tmp_path, run_cli, mmpose_fixtures):
+    (tmp_path / "file").write_text("a file where a folder should be")
+    code, _, err = run_cli("crops", "h36m", "--annotations", mmpose_fixtures / "h36m/test_h36m_body3d.npz",
+                           "--out", tmp_path / "file" / "x.h5")
+    assert code == 2 and "file/x.h5: cannot be written" in err and err.count("\n") == 1

@@ -24,10 +24,14 @@ from poselift.errors import InputError
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it to ``path`` only if the block succeeds. A place that
+    cannot be written (a file where a folder should be, no permission, a read-only disk) is an InputError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise InputError(path, f"cannot be written ({e.strerror or e})") from None
     os.close(fd)
     tmp = Path(tmp)
     umask = os.umask(0)
