@@ -1,13 +1,14 @@
 """Throughput of the rendered benchmark (``poselift render``) and of reading its crops, on real motion.
 
-    python benchmarks/render.py [--prepared data/prepared/bandai-cpu.h5] [--sequences 8] [--every 10]
+    python benchmarks/render.py [--prepared data/prepared/bandai-cpu.h5] [--sequences 8] [--every 10] [--workers N]
 
 Needs the MakeHuman assets (``$POSELIFT_MAKEHUMAN_ASSETS`` or a download) and a prepared file. Prints, for
 ``--sequences`` sequences of the file (all their cameras, every ``--every``-th frame):
 
-- crops/s of ``poselift render`` at 256x192 (people, posing, rasterising, labels, JPEG encoding, writing),
-  and the share of it spent in the rasteriser; full frames/s at the camera's resolution (1000x1000 for
-  the Human3.6M rig) for one sequence;
+- crops/s of ``poselift render`` at 256x192 (people, posing, rasterising, labels, JPEG encoding, writing)
+  with ``--workers`` processes (default: the CPUs this process may use, at most one per sequence; worker
+  start-up included), and the CPU seconds it took in all processes; full frames/s at the camera's
+  resolution (1000x1000 for the Human3.6M rig) for one sequence (so in one process);
 - storage per 1,000 crops (JPEG quality 90) and read speed: crops/s decoded from the file in random order,
   as a detector's data loader reads them;
 - a 2048^2 fp32 GEMM timed in the same run (GFLOP/s), and each rate divided by it, so figures from noisy or
@@ -35,6 +36,12 @@ def gemm_gflops(n: int = 2048, repeats: int = 3) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the render's workers), user and system."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _timed(fn) -> float:
     tick = time.perf_counter()
     fn()
@@ -44,12 +51,13 @@ def _timed(fn) -> float:
 def main() -> None:
     from poselift.data.crop_file import CropFile
     from poselift.data.prepared import load_prepared, write_prepared
-    from poselift.rendering.render import RenderSettings, render_prepared
+    from poselift.rendering.render import RenderSettings, default_workers, render_prepared
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared/bandai-cpu.h5"))
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--workers", type=int, help="render processes (default: the CPUs this process may use)")
     args = parser.parse_args()
 
     gemm = gemm_gflops()
@@ -58,7 +66,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         small, out, full = Path(tmp) / "small.h5", Path(tmp) / "crops.h5", Path(tmp) / "full.h5"
         write_prepared(small, data)
-        seconds = _timed(lambda: render_prepared(small, out, RenderSettings(every=args.every), progress=False))
+        cpu = _cpu_seconds()
+        counts = {}
+        seconds = _timed(lambda: counts.update(render_prepared(small, out, RenderSettings(every=args.every),
+                                                               progress=False, workers=args.workers)))
+        cpu = _cpu_seconds() - cpu
         crops = CropFile(out)
         n = len(crops)
         size = os.path.getsize(out)
@@ -75,8 +87,9 @@ def main() -> None:
         crop_seconds = _timed(lambda: render_prepared(small, out, RenderSettings(every=args.every), progress=False))
     camera = next(iter(next(iter(data.rigs.values())).values()))
     print(f"fp32 GEMM 2048^2: {gemm:.1f} GFLOP/s")
-    print(f"render: {n} crops of {args.sequences} sequences in {seconds:.1f} s = {n / seconds:.1f} crops/s "
-          f"({n / seconds / gemm:.3f} crops/s per GEMM GFLOP/s)")
+    print(f"render ({counts['workers']} worker{'s' * (counts['workers'] != 1)} on {default_workers()} "
+          f"CPUs): {n} crops of {args.sequences} sequences in {seconds:.1f} s = {n / seconds:.1f} crops/s "
+          f"({n / seconds / gemm:.3f} crops/s per GEMM GFLOP/s); {cpu:.1f} CPU s = {n / cpu:.1f} crops per CPU s")
     full_rate = full_count / max(full_seconds - crop_seconds, 1e-9)
     print(f"full frames ({camera.width}x{camera.height}) on top of the crops: {full_rate:.1f} frames/s")
     print(f"storage: {size / n * 1000 / 2 ** 20:.1f} MiB per 1,000 crops (JPEG q90, labels included)")

@@ -1,6 +1,7 @@
 """`poselift render` on real motion (two Bandai-Namco clips from ../shared, the MakeHuman assets from ../shared):
 the labels are where the pixels are, the crop's 2D maps back to the frame's through its affine, the file is
-deterministic and seeds change only what they should, and bad input is one line with exit code 2."""
+deterministic (for any number of worker processes) and seeds change only what they should, and bad input is
+one line with exit code 2, from a worker too; Ctrl-C stops the workers."""
 
 from __future__ import annotations
 
@@ -133,6 +134,88 @@ def test_same_settings_same_bytes_and_seeds_change_only_pixels(run_cli, small, r
             assert np.abs(rendered.crop(key, 0).astype(int) - other.crop(key, 0)).mean() > 5
 
 
+def test_one_or_two_workers_write_the_same_bytes(run_cli, small, tmp_path):
+    """Worker processes render whole sequences; the parent writes them in the serial order: the same file."""
+    one = render(run_cli, small, tmp_path / "one.h5", "--workers", 1, "--full-frames")
+    two = render(run_cli, small, tmp_path / "two.h5", "--workers", 2, "--full-frames")
+    assert one.views == two.views and one.settings == two.settings and len(one.views) == 8
+    for key in one.views:
+        a, b = one.view(key), two.view(key)
+        for name in ("frame", "keypoints", "keypoints_frame", "affine", "box", "visibility"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), (key, name)
+        assert len(a.crops) == len(b.crops) and all(np.array_equal(x, y) for x, y in zip(a.crops, b.crops)), key
+        assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames)), key
+        assert all(np.array_equal(a.camera[k], b.camera[k]) for k in a.camera), key
+    assert (tmp_path / "one.h5").read_bytes() == (tmp_path / "two.h5").read_bytes()
+
+
+def test_an_input_error_in_a_worker_is_the_same_one_line_and_leaves_nothing(run_cli, small, tmp_path, monkeypatch):
+    """Assets that pass the parent's checks but not the body's: the workers fail as one process would."""
+    import multiprocessing
+
+    from poselift.rendering import assets as assets_module
+    from poselift.rendering.body import MESH
+
+    root, assets = small
+    real = assets_module.load_assets
+    monkeypatch.setattr(assets_module, "load_assets", lambda source=None: assets_module.Assets(
+        real(source).source, {**real(source).files, MESH: b"v 0 0 0\n"}))
+    errors = []
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}.h5"
+        code, _, err = run_cli("render", "--prepared", root / "small.h5", "--out", out, "--assets", assets,
+                               "--workers", workers)
+        assert code == 2 and "has no 'body' group" in err and err.count("\n") == 1 and not out.exists(), err
+        errors.append(err)
+    assert errors[0] == errors[1] and multiprocessing.active_children() == []
+    assert list(tmp_path.glob("*.tmp")) == [] and list(tmp_path.glob(".*")) == []
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_nothing(small, tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group) while two workers render: exit 130, no
+    output, and no process of the group is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, assets = small
+    out = tmp_path / "out.h5"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "poselift.cli", "render", "--prepared", str(root / "small.h5"), "--out", str(out),
+         "--every", "1", "--assets", str(assets), "--workers", "2"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not ignored, as in a background job
+
+    def group() -> set[int]:  # the live processes of its process group, but itself
+        pids = set()
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and int(entry) != process.pid and os.getpgid(int(entry)) == process.pid:
+                    pids.add(int(entry))
+            except ProcessLookupError:
+                pass
+        return pids
+
+    try:
+        deadline = time.monotonic() + 60
+        while len(group()) < 3 and time.monotonic() < deadline:  # the resource tracker and two workers
+            time.sleep(0.2)
+        assert len(group()) >= 3 and process.poll() is None
+        time.sleep(1.0)  # the workers are rendering
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130 and err.strip().endswith("poselift: interrupted"), err
+    deadline = time.monotonic() + 10
+    while group() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert group() == set() and not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_bad_input_is_one_line_and_leaves_nothing(run_cli, small, tmp_path):
     root, assets = small
     out = tmp_path / "out.h5"
@@ -147,4 +230,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(run_cli, small, tmp_path):
     code, _, err = run_cli("render", "--prepared", root / "small.h5", "--out", out, "--assets", assets,
                            "--every", 0)
     assert code == 2 and "--every: must be >= 1" in err and not out.exists()
+    code, _, err = run_cli("render", "--prepared", root / "small.h5", "--out", out, "--assets", assets,
+                           "--workers", 0)
+    assert code == 2 and "--workers: must be >= 1" in err and not out.exists()
     assert list(tmp_path.glob("*.tmp")) == [] and list(tmp_path.glob(".*")) == []

@@ -74,9 +74,9 @@ rule render:
     log:
         "logs/render/{dataset}.log",
     cache: "omit-software"
-    threads: 1
+    threads: 8  # worker processes, one sequence each (Snakemake lowers it to the cores it has); same bytes
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, threads: 1000 + 500 * threads,
         runtime=240,
     shell:
-        "poselift render --prepared {input} {params.args} --out {output} > {log} 2>&1"
+        "poselift render --prepared {input} {params.args} --workers {threads} --out {output} > {log} 2>&1"

@@ -26,12 +26,20 @@ Then for each camera of the sequence and each of those frames:
 
 Written in the labelled-crops layout (:mod:`poselift.data.crop_file`), tied to the prepared file by its
 content hash, with every setting; same settings, same bytes.
+
+**Execution** (no part of the settings: it never changes a byte). A sequence is the unit of work: its person
+and posed meshes are made once and drawn in all its cameras (:class:`SequenceRenderer`). With ``workers`` > 1
+(default: the CPUs this process may use, :func:`default_workers`), that many spawned processes each build the
+body and their rasterisers once and render whole sequences, sent as their motion alone; the parent writes
+their views with the one :class:`~poselift.data.crop_file.CropWriter` in the serial order (sequences, then
+cameras), so the file is the same bytes for any number of workers (:func:`render_sequences`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -48,6 +56,10 @@ OWN_PARTS = {  # H36M-17 joint -> the body regions (poselift.rendering.appearanc
 }
 SCENE_STEP = 2  # backgrounds are drawn at 1/SCENE_STEP of the camera's resolution (smooth scenes; 4x cheaper)
 SKIN_CHUNK = 64  # frames skinned at once (skinning holds a dense (V, 12 n) array)
+# A worker process is one core's worth of work: the thread pools of its libraries (OpenMP, BLAS, OpenCV,
+# llvmpipe) get one thread each, set in its environment before it loads them.
+WORKER_ENVIRONMENT = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                             "OPENCV_FOR_THREADS_NUM", "LP_NUM_THREADS")}
 
 
 @dataclass(frozen=True)
@@ -72,49 +84,204 @@ def stream_seed(seed: int, *names: str) -> int:
 
 
 def render_prepared(prepared: str | os.PathLike, out: str | os.PathLike, settings: RenderSettings,
-                    assets: str | os.PathLike | None = None, progress: bool = True) -> dict:
+                    assets: str | os.PathLike | None = None, progress: bool = True,
+                    workers: int | None = None) -> dict:
     """Render every selected view of ``prepared`` into the labelled-crops file ``out`` (atomically); returns
-    counts."""
+    counts. ``workers`` processes render whole sequences side by side (default: :func:`default_workers`, at
+    most one per sequence; 1: in this process); the file is the same bytes for any number of them."""
+    from contextlib import closing
+
     from tqdm import tqdm
 
     from poselift.data.crop_file import CropWriter
     from poselift.data.prepared import content_hash, load_prepared
     from poselift.rendering.assets import load_assets
-    from poselift.rendering.body import build_body
-    from poselift.rendering.rasterise import Rasteriser
 
     if settings.every < 1:
         raise InputError("--every", f"must be >= 1 (got {settings.every})")
+    if workers is not None and workers < 1:
+        raise InputError("--workers", f"must be >= 1 (got {workers})")
     data = load_prepared(prepared)
     sequences = data.select(settings.split)
     if not sequences:
         raise InputError(prepared, f"no sequences in split {settings.split!r}")
     assets_ = load_assets(assets)
-    body = build_body(assets_)
     record = {**settings.to_dict(), "assets": hashlib.sha256(
         "".join(f"{n}:{hashlib.sha256(b).hexdigest()}" for n, b in sorted(assets_.files.items())).encode()).hexdigest()}
-    crops = 0
+    jobs = [(seq, [data.camera(seq, c) for c in range(len(seq.cameras))]) for seq in sequences]
+    workers = min(workers or default_workers(), len(jobs))
+    views = crops = 0
     size = (settings.crop_height, settings.crop_width)
-    with Rasteriser(settings.crop_width, settings.crop_height) as raster, \
-            CropWriter(out, "render", content_hash(prepared), record, crop_size=size) as writer:
-        full = {}
-        views = [(s, c) for s in sequences for c in range(len(s.cameras))]
-        bar = tqdm(total=len(views), desc="render", unit="view", disable=None if progress else True)
-        for seq in sequences:
-            person = SequencePerson(body, seq, settings)
-            for c in range(len(seq.cameras)):
-                camera = data.camera(seq, c)
-                if settings.full_frames and (camera.width, camera.height) not in full:
-                    full[(camera.width, camera.height)] = Rasteriser(camera.width, camera.height)
-                view = person.render_view(raster, camera, seq.cameras[c], settings,
-                                          full.get((camera.width, camera.height)))
+    with CropWriter(out, "render", content_hash(prepared), record, crop_size=size) as writer, \
+            tqdm(total=sum(len(s.cameras) for s in sequences), desc="render", unit="view",
+                 disable=None if progress else True) as bar, \
+            closing(render_sequences(jobs, assets_, settings, workers)) as rendered:
+        for sequence_views in rendered:
+            for view in sequence_views:
                 writer.add(view)
                 crops += len(view)
-                bar.update(1)
-        bar.close()
-        for r in full.values():
-            r.close()
-    return {"sequences": len(sequences), "views": len(views), "crops": crops}
+            views += len(sequence_views)
+            bar.update(len(sequence_views))
+    return {"sequences": len(sequences), "views": views, "crops": crops, "workers": workers}
+
+
+def default_workers() -> int:
+    """The number of CPUs this process may use (its affinity: a cluster job's allocation, a ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def render_sequences(jobs, assets, settings: RenderSettings, workers: int = 1):
+    """For each ``(sequence, its cameras)`` of ``jobs``, in order: the list of its views, one per camera in
+    order. ``workers`` = 1: rendered here; more: in that many worker processes (:func:`_in_workers`). Close
+    the generator (``contextlib.closing``) to stop early; that stops the workers too."""
+    if workers <= 1:
+        with SequenceRenderer(assets, settings) as renderer:
+            for seq, cameras in jobs:
+                yield renderer.render(seq, cameras)
+    else:
+        yield from _in_workers(jobs, assets, settings, workers)
+
+
+def _in_workers(jobs, assets, settings: RenderSettings, workers: int):
+    """The views of ``jobs`` rendered by ``workers`` processes, yielded in the order of ``jobs``.
+
+    The processes are spawned, not forked (an EGL context or an OpenMP pool must never be forked), with
+    :data:`WORKER_ENVIRONMENT`; each builds one :class:`SequenceRenderer` on its first sequence and keeps it.
+    A task is one sequence, sent as its motion alone (not its 2D, not the prepared file). Results are taken
+    in submission order, however they finish. An :class:`InputError` in a worker is raised here as the same
+    one-line error. On any error, Ctrl-C or an early close the workers are terminated before this returns;
+    they ignore Ctrl-C themselves (a terminal sends it to them too) and exit when the parent dies.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from dataclasses import replace
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(assets, settings))
+    finished = False
+    try:
+        with _environment(WORKER_ENVIRONMENT):  # each worker starts (and reads it) as a task is submitted
+            futures = [pool.submit(_render_in_worker, replace(seq, positions_2d=None, positions_3d_metric=None),
+                                   cameras) for seq, cameras in jobs]
+        for future in futures:
+            views = future.result()
+            if isinstance(views, _WorkerError):
+                raise InputError(views.path, views.problem)
+            yield views
+        finished = True
+    finally:
+        if not finished:
+            processes = list(pool._processes.values())  # no public handle on them before Python 3.14
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join()
+        pool.shutdown(wait=True)
+
+
+@contextmanager
+def _environment(variables: dict):
+    """``with _environment({name: value}):`` those variables set in ``os.environ``, restored after."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@dataclass(frozen=True)
+class _WorkerError:
+    """An :class:`InputError` on its way from a worker to the parent (an InputError itself does not unpickle)."""
+
+    path: str
+    problem: str
+
+
+_WORKER: dict = {}  # in a worker process: the assets and settings, then its SequenceRenderer
+
+
+def _start_worker(assets, settings: RenderSettings) -> None:
+    """A worker process's start: Ctrl-C is the parent's to handle, the worker exits when its parent does, and
+    OpenCV's thread pool has one thread (the others: :data:`WORKER_ENVIRONMENT`)."""
+    import signal
+    import threading
+    from multiprocessing import parent_process
+    from multiprocessing.connection import wait
+
+    import cv2
+
+    def exit_with_parent(sentinel):
+        wait([sentinel])  # ready when the parent is gone, however it ended
+        os._exit(1)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=exit_with_parent, args=(parent_process().sentinel,), daemon=True).start()
+    cv2.setNumThreads(1)
+    _WORKER.update(assets=assets, settings=settings)
+
+
+def _render_in_worker(seq, cameras):
+    """In a worker: the views of one sequence (a list of :class:`~poselift.data.crop_file.View`), or the
+    :class:`_WorkerError` of an :class:`InputError`."""
+    from multiprocessing.util import Finalize
+
+    try:
+        if "renderer" not in _WORKER:
+            _WORKER["renderer"] = SequenceRenderer(_WORKER["assets"], _WORKER["settings"])
+            Finalize(None, _WORKER["renderer"].close, exitpriority=0)  # when the pool is shut down
+        return _WORKER["renderer"].render(seq, cameras)
+    except InputError as e:
+        return _WorkerError(e.path, e.problem)
+
+
+class SequenceRenderer:
+    """What one process renders with: the body (built once from the assets), a rasteriser for the crops and
+    one per full-frame size. :meth:`render` makes a sequence's person and draws it in each of its cameras."""
+
+    def __init__(self, assets, settings: RenderSettings):
+        from poselift.rendering.body import build_body
+        from poselift.rendering.rasterise import Rasteriser
+
+        self.settings = settings
+        self.body = build_body(assets)
+        self.raster = Rasteriser(settings.crop_width, settings.crop_height)
+        self.full = {}  # (width, height) -> Rasteriser
+
+    def render(self, seq, cameras) -> list:
+        """The views of ``seq`` through ``cameras`` (its cameras' models, in the order of ``seq.cameras``)."""
+        person = SequencePerson(self.body, seq, self.settings)
+        return [person.render_view(self.raster, camera, name, self.settings, self._full_raster(camera))
+                for camera, name in zip(cameras, seq.cameras)]
+
+    def _full_raster(self, camera):
+        if not self.settings.full_frames:
+            return None
+        size = (camera.width, camera.height)
+        if size not in self.full:
+            from poselift.rendering.rasterise import Rasteriser
+
+            self.full[size] = Rasteriser(*size)
+        return self.full[size]
+
+    def close(self) -> None:
+        for raster in (self.raster, *self.full.values()):
+            raster.close()
+        self.full = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class SequencePerson:
