@@ -16,7 +16,7 @@ import pytest
 from poselift.errors import InputError
 from poselift.rendering import assets as mh
 from poselift.rendering.assets import ROOT, load_assets, main
-from poselift.rendering.body import build_body, parse_weights, posed_joints
+from poselift.rendering.body import build_body, parse_target, parse_weights, posed_joints
 
 _LOADED = {}  # the real assets and body, read once per test session
 
@@ -150,6 +150,13 @@ def test_a_shape_target_moves_the_mesh_by_its_offsets(body):
     assert np.array_equal(shaped.pose(rest), shaped.vertices)
     with pytest.raises(ValueError, match="unknown shape target 'tall'"):
         body.shaped({"tall": 1.0})
+
+
+def test_a_target_that_lists_a_vertex_twice_is_refused():
+    """Targets are applied by plain indexing, which would add a repeated vertex's offset once: refused."""
+    assert len(parse_target("# comment\n3 0.1 0 0\n1 0 0.2 0\n", 5, "ok.target").indices) == 2
+    with pytest.raises(InputError, match="twice.target: a vertex index appears twice"):
+        parse_target("3 0.1 0 0\n3 0 0.2 0\n", 5, "twice.target")
 
 
 def test_the_body_is_human_sized_upright_facing_minus_y_with_its_left_on_plus_x(body):

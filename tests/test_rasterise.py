@@ -272,6 +272,23 @@ def test_face_towards_light_is_brighter(raster):
     assert shades[True] > shades[False] + 50
 
 
+def test_given_normals_are_the_computed_ones_rotated(raster):
+    """A mesh seen by several cameras: normals computed once in the world and rotated into a camera shade
+    like the ones computed in that camera (poselift render passes them), and the wrong shape is refused."""
+    R = rotation([1, 2, 0.5], 35)
+    world, faces = uv_sphere(np.array([0.1, -0.2, 0.3]), 0.6, 16, 24)
+    camera_frame = world @ R.T + [0.0, 0.0, 3.0]
+    light = Light(direction=(1.0, -0.5, -0.3), ambient=0.2)
+    rgb, depth = raster.render(camera_frame, faces, (0.7, 0.6, 0.5), CAMERA, light=light)
+    given = vertex_normals(world, faces) @ R.T
+    rgb_given, depth_given = raster.render(camera_frame, faces, (0.7, 0.6, 0.5), CAMERA, light=light,
+                                           normals=given)
+    np.testing.assert_array_equal(depth_given, depth)
+    assert np.abs(rgb_given.astype(int) - rgb).max() <= 1
+    with pytest.raises(ValueError, match="normals must be"):
+        raster.render(camera_frame, faces, (0.7, 0.6, 0.5), CAMERA, normals=given[:-1])
+
+
 def test_background_is_kept_where_nothing_is_drawn(raster, raster_msaa):
     background = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
     vertices, faces = uv_sphere(np.array([0.05, 0.0, 2.5]), 0.5, 16, 24)

@@ -171,9 +171,11 @@ def test_an_input_error_in_a_worker_is_the_same_one_line_and_leaves_nothing(run_
     assert list(tmp_path.glob("*.tmp")) == [] and list(tmp_path.glob(".*")) == []
 
 
-def test_ctrl_c_stops_the_workers_and_leaves_nothing(small, tmp_path):
-    """Ctrl-C in a terminal (SIGINT to the whole process group) while two workers render: exit 130, no
-    output, and no process of the group is left."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_the_workers_and_leaves_nothing(small, tmp_path, how):
+    """Ctrl-C in a terminal (SIGINT to the whole process group), or SIGTERM to poselift alone (Snakemake
+    cancelling a job, a pre-empted node), while two workers render: exit 130 / 143, no output, no temporary
+    file, and no process of the group is left."""
     import os
     import signal
     import subprocess
@@ -204,12 +206,16 @@ def test_ctrl_c_stops_the_workers_and_leaves_nothing(small, tmp_path):
             time.sleep(0.2)
         assert len(group()) >= 3 and process.poll() is None
         time.sleep(1.0)  # the workers are rendering
-        os.killpg(process.pid, signal.SIGINT)
+        if how == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            os.kill(process.pid, signal.SIGTERM)
         _, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 130 and err.strip().endswith("poselift: interrupted"), err
+    code, said = {"ctrl-c": (130, "poselift: interrupted"), "sigterm": (143, "poselift: terminated")}[how]
+    assert process.returncode == code and err.strip().endswith(said), err
     deadline = time.monotonic() + 10
     while group() and time.monotonic() < deadline:
         time.sleep(0.1)

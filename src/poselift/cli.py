@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from poselift import __version__
 from poselift.commands import (baseline, crops, detect, evaluate, import_checkpoint, import_detections, info,
@@ -32,14 +34,35 @@ def main(argv: list[str] | None = None) -> int:
     # Set before any command imports torch; an explicit setting in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    # SIGTERM (Snakemake cancelling a job, Slurm's scancel, a pre-empted node) unwinds like Ctrl-C, so
+    # temporary outputs are removed and worker processes stopped; Python's default would kill on the spot.
+    previous = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
     try:
         return int(args.run(args) or 0)
     except InputError as e:
         print(f"poselift: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("poselift: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("poselift: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM (a BaseException, like KeyboardInterrupt: never caught as an error)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -226,6 +226,8 @@ def parse_target(text: str, num_vertices: int, where: str = "<target>") -> Targe
     indices = table[:, 0].astype(np.int64)
     if (indices != table[:, 0]).any() or (indices < 0).any() or (indices >= num_vertices).any():
         raise InputError(where, f"vertex indices must be integers in 0..{num_vertices - 1}")
+    if len(np.unique(indices)) != len(indices):  # MakeHuman's targets list a vertex once; apply_targets relies on it
+        raise InputError(where, "a vertex index appears twice")
     return Target(indices=indices, offsets=to_world(table[:, 1:]))
 
 
@@ -233,8 +235,8 @@ def apply_targets(vertices: np.ndarray, targets: Mapping[str, Target], weights: 
     """``vertices`` (N, 3) plus the ``weights``-weighted offsets of the named targets."""
     out = np.array(vertices, dtype=np.float64)
     for name, weight in weights.items():
-        if weight:
-            np.add.at(out, targets[name].indices, weight * targets[name].offsets)
+        if weight:  # a target lists each vertex once (parse_target), so plain indexing adds each offset once
+            out[targets[name].indices] += weight * targets[name].offsets
     return out
 
 

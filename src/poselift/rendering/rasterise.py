@@ -306,6 +306,7 @@ class Rasteriser:
         far: float = FAR,
         light: Light = Light(),
         background: np.ndarray | Sequence[int] | None = None,
+        normals: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw one frame.
 
@@ -313,7 +314,8 @@ class Rasteriser:
         (V, 3) or one (3,) RGB, float in [0, 1] or uint8; None = grey (or the texture's colours). ``uv``
         (V, 2) with ``texture`` (h, w, 3) uint8 instead of colours. ``intrinsics``: (fx, fy, cx, cy) in
         pixels or a :class:`poselift.camera.Camera` (distortion ignored). ``background``: (H, W, 3) uint8,
-        an RGB triple (0..255) or None (black).
+        an RGB triple (0..255) or None (black). ``normals`` (V, 3): unit vertex normals in the camera frame,
+        when the caller has them (a mesh seen by several cameras); None = :func:`vertex_normals`.
 
         Returns ``rgb`` (H, W, 3) uint8 and ``depth`` (H, W) float32: z in metres, ``inf`` without surface.
         """
@@ -347,8 +349,11 @@ class Rasteriser:
             raise ValueError(f"light ambient must be in [0, 1], got {light.ambient}")
         background_image, clear = _background(background, self.height, self.width)
 
-        interleaved = np.concatenate(
-            [vertices, vertex_normals(vertices, faces), attribute], axis=1).astype(np.float32)
+        if normals is None:
+            normals = vertex_normals(vertices, faces)
+        elif np.shape(normals) != vertices.shape:
+            raise ValueError(f"normals must be {vertices.shape}, got {np.shape(normals)}")
+        interleaved = np.concatenate([vertices, normals, attribute], axis=1).astype(np.float32)
         indices = np.ascontiguousarray(faces, dtype=np.uint32)
 
         with self._ctx:

@@ -150,37 +150,31 @@ def _in_workers(jobs, assets, settings: RenderSettings, workers: int):
 
     The processes are spawned, not forked (an EGL context or an OpenMP pool must never be forked), with
     :data:`WORKER_ENVIRONMENT`; each builds one :class:`SequenceRenderer` on its first sequence and keeps it.
-    A task is one sequence, sent as its motion alone (not its 2D, not the prepared file). Results are taken
-    in submission order, however they finish. An :class:`InputError` in a worker is raised here as the same
+    A task is one sequence, sent as its motion alone (not its 2D, not the prepared file). Results come in
+    the order of the tasks, however they finish (``Pool.imap``). An :class:`InputError` in a worker is raised here as the same
     one-line error. On any error, Ctrl-C or an early close the workers are terminated before this returns;
     they ignore Ctrl-C themselves (a terminal sends it to them too) and exit when the parent dies.
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
     from dataclasses import replace
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(assets, settings))
+    with _environment(WORKER_ENVIRONMENT):  # the workers start (and read it) here
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
+                                                         initargs=(assets, settings))
     finished = False
     try:
-        with _environment(WORKER_ENVIRONMENT):  # each worker starts (and reads it) as a task is submitted
-            futures = [pool.submit(_render_in_worker, replace(seq, positions_2d=None, positions_3d_metric=None),
-                                   cameras) for seq, cameras in jobs]
-        for future in futures:
-            views = future.result()
+        tasks = ((replace(seq, positions_2d=None, positions_3d_metric=None), cameras) for seq, cameras in jobs)
+        for views in pool.imap(_render_in_worker, tasks):  # in the order of the tasks
             if isinstance(views, _WorkerError):
                 raise InputError(views.path, views.problem)
             yield views
         finished = True
     finally:
-        if not finished:
-            processes = list(pool._processes.values())  # no public handle on them before Python 3.14
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.join()
-        pool.shutdown(wait=True)
+        if finished:
+            pool.close()  # the workers finish (closing their rasterisers) and exit
+        else:
+            pool.terminate()
+        pool.join()
 
 
 @contextmanager
@@ -229,16 +223,16 @@ def _start_worker(assets, settings: RenderSettings) -> None:
     _WORKER.update(assets=assets, settings=settings)
 
 
-def _render_in_worker(seq, cameras):
-    """In a worker: the views of one sequence (a list of :class:`~poselift.data.crop_file.View`), or the
-    :class:`_WorkerError` of an :class:`InputError`."""
+def _render_in_worker(job):
+    """In a worker: for ``job`` = (sequence, its cameras), the sequence's views (a list of
+    :class:`~poselift.data.crop_file.View`), or the :class:`_WorkerError` of an :class:`InputError`."""
     from multiprocessing.util import Finalize
 
     try:
         if "renderer" not in _WORKER:
             _WORKER["renderer"] = SequenceRenderer(_WORKER["assets"], _WORKER["settings"])
             Finalize(None, _WORKER["renderer"].close, exitpriority=0)  # when the pool is shut down
-        return _WORKER["renderer"].render(seq, cameras)
+        return _WORKER["renderer"].render(*job)
     except InputError as e:
         return _WorkerError(e.path, e.problem)
 
@@ -289,6 +283,7 @@ class SequencePerson:
 
     def __init__(self, body, seq, settings: RenderSettings):
         from poselift.rendering.appearance import sample_appearance, vertex_colours
+        from poselift.rendering.rasterise import vertex_normals
         from poselift.rendering.retarget import pose_from_joints, size_body, sizing
 
         self.key = seq.key
@@ -298,6 +293,7 @@ class SequencePerson:
         self.frames = np.arange(0, seq.num_frames, settings.every)
         if seq.valid is not None:
             self.frames = self.frames[seq.valid[self.frames]]
+        n = len(self.frames)
         self.joints_mm = seq.positions_3d[self.frames].astype(np.float64)  # (N, 17, 3) world
         everything = seq.positions_3d[np.isfinite(seq.positions_3d).all(axis=(1, 2))] / 1000.0
         sized = size_body(shaped, everything)  # the subject's size, from the whole sequence
@@ -305,7 +301,10 @@ class SequencePerson:
         self.vertices = np.concatenate([sized.pose(transforms[i:i + SKIN_CHUNK])  # (N, V, 3) world, metres
                                         for i in range(0, len(transforms), SKIN_CHUNK)] or [np.zeros((0, 0, 3))])
         self.triangles = sized.triangles
-        self.own = own_parts(sized)  # per joint: the vertices of its own body parts
+        # unit normals once per frame in the world, rotated into each camera (the same in all of them)
+        self.normals = np.stack([vertex_normals(v, self.triangles) for v in self.vertices]) if n else None
+        own = own_parts(sized)  # per joint: the vertices of its own body parts, flattened
+        self.own = (np.concatenate(own), np.repeat(np.arange(len(own)), [len(o) for o in own]))
 
     def render_view(self, raster, camera, camera_name: str, settings: RenderSettings, full_raster=None):
         """The crops (and labels) of this person in one camera."""
@@ -330,8 +329,9 @@ class SequencePerson:
             affine = crop_affine(box, size)
             s, tx, ty = affine[0, 0], affine[0, 2], affine[1, 2]
             intrinsics = (s * camera.f[0], s * camera.f[1], s * camera.c[0] + tx, s * camera.c[1] + ty)
+            normals_cam = self.normals[i] @ camera.R.T.astype(np.float32)
             rgb, depth = raster.render(vertices_cam, self.triangles, self.colours, intrinsics, light=light,
-                                       background=crop(scene, scene_affine(affine), size))
+                                       background=crop(scene, scene_affine(affine), size), normals=normals_cam)
             keypoints = to_crop(keypoints_frame, affine)
             vertices_crop = to_crop(camera.project(vertices_cam * 1000.0, distort=False), affine)
             out["visibility"].append(visibility(depth, keypoints, joints_cam, vertices_crop, vertices_cam, self.own))
@@ -343,7 +343,7 @@ class SequencePerson:
             if full_raster is not None:
                 whole = crop(scene, scene_affine(np.eye(3)[:2]), (camera.height, camera.width))
                 frame, _ = full_raster.render(vertices_cam, self.triangles, self.colours, camera, light=light,
-                                              background=whole)
+                                              background=whole, normals=normals_cam)
                 out["frames"].append(encode_image(frame, "jpeg", settings.quality))
         camera_attrs = {"width": camera.width, "height": camera.height, "f": camera.f, "c": camera.c,
                         "R": camera.R, "T": camera.T}
@@ -381,15 +381,19 @@ def own_parts(body) -> list[np.ndarray]:
 
 
 def visibility(depth: np.ndarray, keypoints: np.ndarray, joints_cam: np.ndarray, vertices_crop: np.ndarray,
-               vertices_cam: np.ndarray, own: list[np.ndarray]) -> np.ndarray:
+               vertices_cam: np.ndarray, own: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """(17,) 1.0 where the joint is seen, 0.0 where something nearer than its own parts covers its pixel (or
-    the pixel is outside the crop). ``vertices_crop`` (V, 2): the vertices in crop pixels."""
+    the pixel is outside the crop). ``vertices_crop`` (V, 2): the vertices in crop pixels. ``own``: the
+    vertex indices of every joint's own parts, concatenated, and the joint each belongs to."""
     h, w = depth.shape
     u, v = np.round(keypoints[:, 0]).astype(int), np.round(keypoints[:, 1]).astype(int)
     inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    index, joint = own
+    offset = np.take(vertices_crop, index, axis=0) - np.take(keypoints, joint, axis=0)  # (np.take: ~30x faster)
+    near = np.einsum("ij,ij->i", offset, offset) < SIGHT_RADIUS ** 2  # on the joint's line of sight
+    front = np.full(len(keypoints), np.inf)
+    np.minimum.at(front, joint[near], np.take(vertices_cam[:, 2], index[near]))
+    front = np.minimum(np.where(np.isfinite(front), front, joints_cam[:, 2]), joints_cam[:, 2])
     seen = np.zeros(len(keypoints), np.float32)
-    for j in np.flatnonzero(inside):
-        near = own[j][np.linalg.norm(vertices_crop[own[j]] - keypoints[j], axis=1) < SIGHT_RADIUS]
-        front = vertices_cam[near, 2].min() if len(near) else joints_cam[j, 2]
-        seen[j] = float(depth[v[j], u[j]] >= min(front, joints_cam[j, 2]) - OCCLUSION_MARGIN)
+    seen[inside] = depth[v[inside], u[inside]] >= front[inside] - OCCLUSION_MARGIN
     return seen
