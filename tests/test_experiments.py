@@ -11,6 +11,7 @@ from poselift.errors import InputError
 from poselift.experiments import STAGE_KEYS, experiment_names, load_experiment
 from poselift.models import MODELS
 from poselift.training.tasks.lifting import LiftingTask
+from poselift.workflow import Workflow
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,8 @@ def test_the_prepared_detector_means_no_detections_file(tmp_path):
 
 def test_every_repository_experiment_is_valid():
     """The shipped params.yaml: every preset names a real class with real constructor arguments, every
-    loss term exists, every init/freeze refers to an earlier stage and a real submodule."""
+    loss term exists, every init/freeze refers to an earlier stage and a real submodule, and every network
+    detector names an experiment that trains a 2D detector."""
     import torch
 
     from poselift.training.stage import submodule
@@ -80,9 +82,14 @@ def test_every_repository_experiment_is_valid():
                     model = MODELS[stage.model.cls](**stage.model.args)
             except (RuntimeError, NotImplementedError):  # a constructor that needs real values
                 model = MODELS[stage.model.cls](**stage.model.args)
-            assert getattr(model, "output_frames", None) in ("centre", "all"), stage.model.cls
+            if stage.task == "lifting":
+                assert getattr(model, "output_frames", None) in ("centre", "all"), stage.model.cls
+            else:  # a 2D detector: its task's (heatmaps) targets
+                assert stage.task == "heatmaps" and model.heatmap_sigmas, stage.model.cls
             for sub in [*stage.init, *stage.freeze]:
                 submodule(model, sub, "params.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(Workflow(params, REPO / "params.yaml").network_detectors()) == {"hrnet-att-cpu"}
 
 
 BAD = [

@@ -10,7 +10,8 @@ import pytest
 
 from poselift.camera import Camera
 from poselift.data.detections import Detections, load_detections, write_detections
-from poselift.data.prepared import PreparedDataset, Sequence, content_hash, load_prepared, write_prepared
+from poselift.data.prepared import (PreparedDataset, Sequence, content_hash, load_prepared, subsample,
+                                   write_prepared)
 from poselift.errors import InputError
 from poselift.io import atomic_output
 
@@ -39,6 +40,19 @@ def test_round_trip_keeps_everything(tmp_path):
     assert (cam.width, cam.height) == (1000, 1002)
     summary = back.summary()
     assert summary["frames"] == 60 and summary["splits"]["test"]["subjects"] == ["S9"]
+
+
+def test_subsample_keeps_every_nth_frame_at_a_lower_frame_rate():
+    data = make_dataset(frames=20)
+    data.sequences[0].valid = np.arange(20) % 4 != 0
+    low = subsample(data, 6)
+    assert low.fps == 50.0 / 6 and [s.num_frames for s in low.sequences] == [4, 4, 4]  # frames 0, 6, 12, 18
+    np.testing.assert_array_equal(low.sequences[1].positions_3d, data.sequences[1].positions_3d[[0, 6, 12, 18]])
+    np.testing.assert_array_equal(low.sequences[2].positions_2d, data.sequences[2].positions_2d[:, [0, 6, 12, 18]])
+    np.testing.assert_array_equal(low.sequences[0].valid, [False, True, False, True])
+    assert subsample(data, 1) is data and data.sequences[0].num_frames == 20  # the input is left alone
+    with pytest.raises(ValueError, match="frame step must be >= 1"):
+        subsample(data, 0)
 
 
 def test_info_command_prints_summary(tmp_path, run_cli):

@@ -151,6 +151,11 @@ class Experiment:
     stages: tuple[Stage, ...]
     params_path: Path
 
+    @property
+    def task(self) -> str:
+        """What the experiment makes, by its last stage's task: "lifting" (3D poses), "heatmaps" (a 2D detector)."""
+        return self.stages[-1].task
+
     def stage(self, number: int) -> Stage:
         if not 1 <= number <= len(self.stages):
             raise InputError(self.params_path, f"experiments.{self.name}: no stage {number} "
@@ -215,9 +220,10 @@ def parse_experiment(params: dict, name: str, path: str | os.PathLike = PARAMS) 
         raise InputError(path, f"experiments: no experiment '{name}' (known: {', '.join(experiments) or 'none'})")
     where = f"experiments.{name}"
     exp = check.mapping(experiments[name], where)
-    check.keys(exp, where, required=("dataset", "detector", "stages"), optional=())
+    check.keys(exp, where, required=("dataset", "stages"), optional=("detector",))
     dataset = _dataset(check, params, exp["dataset"], f"{where}.dataset")
-    detector = check.string(exp["detector"], f"{where}.detector")
+    # the 2D a lifting experiment lifts (default: the prepared file's own); image tasks read pixels instead
+    detector = check.string(exp.get("detector", OWN_2D), f"{where}.detector")
     stages_raw = exp["stages"]
     if not isinstance(stages_raw, list) or not stages_raw:
         raise InputError(path, f"{where}.stages: expected a non-empty list of stages")

@@ -1,8 +1,9 @@
 """The registry of every network poselift trains, and the one factory that builds them.
 
 :data:`MODELS` maps the names that params.yaml's ``models.<preset>.class`` and checkpoints use to classes: the
-lifters of :mod:`poselift.lifting` today; the 2D detector networks (:mod:`poselift.detection`) and image
-lifters join it as one line each. :func:`build_model` is the one factory (training, checkpoints, imports).
+lifters of :mod:`poselift.lifting` and the 2D detector networks of :mod:`poselift.detection` (HRNet, CPN:
+``forward(images) -> {"heatmaps", "features"}``, ``task = "heatmaps"``); image lifters join it as one line
+each. :func:`build_model` is the one factory (training, checkpoints, imports).
 
 Lifting models: ``forward(inputs_2d)`` takes screen-normalised 2D keypoints (B, T, 17, 2) and returns a
 dict of tensors with at least ``"pose_3d"``: root-relative camera-frame 3D in metres, (B, T_out, 17, 3), with
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import os
 
+from poselift.detection import hrnet
+from poselift.detection.cpn import CPN
+from poselift.detection.hrnet import HRNet
 from poselift.errors import InputError
 from poselift.lifting.martinez import LinearBaseline
 from poselift.lifting.mixste import MixSTE
@@ -31,6 +35,8 @@ MODELS: dict[str, type] = {  # name -> class
     "poseformer": PoseFormer,
     "videopose3d": TemporalConvNet,
     "martinez": LinearBaseline,
+    "hrnet": HRNet,  # 2D detectors (task heatmaps): HRNet-W32/W48, optionally with channel attention
+    "cpn": CPN,
 }
 
 
@@ -40,6 +46,7 @@ CHECKPOINT_FORMATS = {  # name -> convert(state_dict, **hints) -> (args, state_d
     "mixste": mixste.convert_official_state_dict,
     "poseformer": sta.convert_official_state_dict,
     "videopose3d": TemporalConvNet.convert_official_state_dict,
+    "hrnet": hrnet.convert_official_state_dict,
 }
 
 

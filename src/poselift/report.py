@@ -1,6 +1,7 @@
 """Every experiment's results in one place, from each ``results/<experiment>/evaluation/metrics.json``
 (written by ``poselift evaluate``): a table (Markdown, CSV, HTML), a per-action MPJPE plot, and one JSON
-file of the headline numbers for ``dvc metrics show/diff``.
+file of the headline numbers for ``dvc metrics show/diff``. Experiments that train a 2D detector (task
+``heatmaps``) get their own table in the Markdown and HTML: COCO OKS AP/AR, PCK@0.05 and pixel error.
 
 The errors of the table are averaged over actions (each action's frames pooled first), the way the papers
 report Human3.6M; "MPJPE (frames)" is the mean over all frames. Lengths in mm, MPJVE in mm/frame, PCK and
@@ -40,6 +41,21 @@ COLUMNS = (
     ("mpjpe_frames", "MPJPE (frames)", 1),
 )
 
+# The 2D detectors' table: (key of metrics.json, header, decimals; None = not a number)
+DETECTOR_COLUMNS = (
+    ("experiment", "Experiment", None),
+    ("dataset", "Dataset", None),
+    ("model", "Model", None),
+    ("samples", "Crops", 0),
+    ("AP", "AP", 3),
+    ("AP50", "AP50", 3),
+    ("AP75", "AP75", 3),
+    ("AR", "AR", 3),
+    ("pck@0.05", "PCK@0.05", 3),
+    ("mean_px", "Error (px)", 2),
+)
+DETECTOR_REQUIRED = tuple(k for k, _, d in DETECTOR_COLUMNS if d is not None)
+
 
 @dataclass
 class Result:
@@ -66,6 +82,12 @@ def collect(results: str | os.PathLike, experiments: list[str] | None = None) ->
         metrics = read_json(path)
         if not isinstance(metrics, dict):
             raise InputError(path, "expected a JSON object of metrics (poselift evaluate's metrics.json)")
+        if metrics.get("task") == "heatmaps":  # a 2D detector's evaluation
+            missing = [k for k in DETECTOR_REQUIRED if not _is_number(metrics.get(k))]
+            if missing:
+                raise InputError(path, f"'{missing[0]}' is missing or not a finite number")
+            out.append(Result(name, path, metrics))
+            continue
         missing = [k for k in REQUIRED if k not in metrics]
         if missing:
             raise InputError(path, f"missing key '{missing[0]}' (not written by poselift evaluate?)")
@@ -85,10 +107,30 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def table_rows(results: list[Result]) -> list[dict]:
-    """One row per experiment, keyed like COLUMNS (numbers stay numbers; None where a metric is undefined)."""
+def is_detector(result: Result) -> bool:
+    return result.metrics.get("task") == "heatmaps"
+
+
+def detector_rows(results: list[Result]) -> list[dict]:
+    """One row per 2D-detector experiment, keyed like DETECTOR_COLUMNS."""
     rows = []
     for r in results:
+        if is_detector(r):
+            inputs = r.metrics.get("inputs") or {}
+            rows.append({"experiment": r.experiment,
+                         "dataset": Path(inputs["prepared"]).stem if inputs.get("prepared") else "",
+                         "model": str(inputs.get("model", "")),
+                         **{k: r.metrics[k] for k in DETECTOR_REQUIRED}})
+    return rows
+
+
+def table_rows(results: list[Result]) -> list[dict]:
+    """One row per lifting experiment, keyed like COLUMNS (numbers stay numbers; None where a metric is
+    undefined)."""
+    rows = []
+    for r in results:
+        if is_detector(r):
+            continue
         m = r.metrics
         inputs = m.get("inputs") or {}
         use_actions = bool(m["per_action"])
@@ -124,13 +166,24 @@ def _cell(value, decimals) -> str:
     return str(value) if decimals is None else f"{value:.{decimals}f}"
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-             "|" + "|".join("---" if d is None else "---:" for _, _, d in COLUMNS) + "|"]
+def _markdown_table(rows: list[dict], columns) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---" if d is None else "---:" for _, _, d in columns) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row[k], d) for k, _, d in COLUMNS) + " |")
-    return ("# Results\n\nErrors in mm (MPJVE in mm/frame), averaged over actions; MPJPE (frames): over all "
-            "frames. PCK@150 and AUC in %, over all frames.\n\n" + "\n".join(lines) + "\n")
+        lines.append("| " + " | ".join(_cell(row[k], d) for k, _, d in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+DETECTOR_NOTE = ("2D detectors on the test split's crops: COCO OKS AP/AR (pycocotools), PCK@0.05 of the box, "
+                 "mean error in frame pixels, over labelled joints.")
+
+
+def markdown(rows: list[dict], detectors: list[dict] = ()) -> str:
+    text = ("# Results\n\nErrors in mm (MPJVE in mm/frame), averaged over actions; MPJPE (frames): over all "
+            "frames. PCK@150 and AUC in %, over all frames.\n\n" + _markdown_table(rows, COLUMNS))
+    if detectors:
+        text += f"\n## 2D detectors\n\n{DETECTOR_NOTE}\n\n" + _markdown_table(detectors, DETECTOR_COLUMNS)
+    return text
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -143,21 +196,28 @@ def csv_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def html_table(rows: list[dict]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(row[k], d))}</td>" for k, _, d in COLUMNS) + "</tr>"
+def _html_table(rows: list[dict], columns) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(row[k], d))}</td>" for k, _, d in columns) + "</tr>"
                    for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def html_table(rows: list[dict], detectors: list[dict] = ()) -> str:
+    second = (f"<h2>2D detectors</h2><p>{html.escape(DETECTOR_NOTE)}</p>{_html_table(detectors, DETECTOR_COLUMNS)}"
+              if detectors else "")
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>poselift results</title><style>"
             "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;padding:4px 8px}"
             "td{text-align:right}td:first-child{text-align:left}</style></head><body>"
             "<p>Errors in mm (MPJVE in mm/frame), averaged over actions; MPJPE (frames): over all frames. "
-            f"PCK@150 and AUC in %.</p><table><tr>{head}</tr>{body}</table></body></html>\n")
+            f"PCK@150 and AUC in %.</p>{_html_table(rows, COLUMNS)}{second}</body></html>\n")
 
 
-def dvc_metrics(rows: list[dict]) -> dict:
+def dvc_metrics(rows: list[dict], detectors: list[dict] = ()) -> dict:
     """{experiment: {metric: value}} of the numeric columns (what ``dvc metrics show`` prints)."""
-    return {row["experiment"]: {k: row[k] for k, _, d in COLUMNS if d is not None and k != "frames"}
-            for row in rows}
+    out = {row["experiment"]: {k: row[k] for k, _, d in COLUMNS if d is not None and k != "frames"} for row in rows}
+    out.update({row["experiment"]: {k: row[k] for k in DETECTOR_REQUIRED if k != "samples"} for row in detectors})
+    return out
 
 
 def plot_per_action(results: list[Result]):
@@ -186,10 +246,11 @@ def plot_per_action(results: list[Result]):
 def write_report(results: list[Result], out: str | os.PathLike) -> dict[str, Path]:
     """Write results.md, results.csv, results.html, metrics.json and per_action.png into ``out``."""
     out = Path(out)
-    rows = table_rows(results)
-    texts = {"results.md": markdown(rows), "results.csv": csv_text(rows), "results.html": html_table(rows),
-             "metrics.json": json.dumps(dvc_metrics(rows), indent=2) + "\n"}
-    fig = plot_per_action(results)  # everything is computed before anything is written
+    rows, detectors = table_rows(results), detector_rows(results)
+    texts = {"results.md": markdown(rows, detectors), "results.csv": csv_text(rows),
+             "results.html": html_table(rows, detectors),
+             "metrics.json": json.dumps(dvc_metrics(rows, detectors), indent=2) + "\n"}
+    fig = plot_per_action([r for r in results if not is_detector(r)])  # all computed before anything is written
     written = {}
     for name, text in texts.items():
         with atomic_output(out / name) as tmp:

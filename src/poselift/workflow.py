@@ -93,13 +93,54 @@ class Workflow:
         missing = []
         if "source" not in dataset.options and dataset.reader not in SOURCE_OPTIONAL:
             missing.append(f"datasets.{dataset.name}.source")
-        if detector != OWN_2D and detector not in DETECTORS and self.imported_detections(dataset.name, detector) is None:
+        network = self.network_detectors().get(detector)
+        if network is not None:  # detections by a network poselift trains: its experiment's data, and pixels
+            trains = network["experiment"]
+            if trains not in self.names() or self.experiment(trains).task != "heatmaps":
+                raise InputError(self.params_path, f"detectors.{detector}.experiment: '{trains}' is not an "
+                                                   f"experiment that trains a 2D detector (task heatmaps)")
+            if dataset.name not in self.renders():
+                missing.append(f"render.{dataset.name}")
+            missing += [m for m in self.missing_data(network["experiment"]) if m not in missing]
+        elif (detector != OWN_2D and not self._image_free(detector)
+              and self.imported_detections(dataset.name, detector) is None):  # neither computed nor imported
             missing.append(f"detectors.{detector}.import.{dataset.name}")
         return missing
 
     def selected(self) -> list[str]:
         """The experiments `all` builds: every one whose data the workflow can make (see missing_data)."""
         return [name for name in self.names() if not self.missing_data(name)]
+
+    def names_of_task(self, task: str) -> list[str]:
+        """The experiments whose last stage has task ``task`` ("lifting": 3D; "heatmaps": 2D detectors)."""
+        return [name for name in self.names() if self.experiment(name).task == task]
+
+    def network_detectors(self) -> dict:
+        """params.yaml detectors.<name> blocks with ``network``: 2D by a network poselift trains,
+        {name: {"network": a DETECTORS key that reads pixels, "experiment": the experiment whose last
+        stage's checkpoint it runs}}, run on data/renders/<dataset>.h5."""
+        found = {}
+        for name, block in (self.config.get("detectors") or {}).items():
+            if not isinstance(block, dict) or "network" not in block:
+                continue
+            where = f"detectors.{name}"
+            unknown = sorted(set(block) - {"network", "experiment"})
+            if unknown:
+                raise InputError(self.params_path, f"{where}.{unknown[0]}: unknown key (known: experiment, network)")
+            network, experiment = block.get("network"), block.get("experiment")
+            if not getattr(DETECTORS.get(network), "reads_images", False):
+                reading = ", ".join(k for k, v in DETECTORS.items() if getattr(v, "reads_images", False))
+                raise InputError(self.params_path, f"{where}.network: '{network}' is not a network detector "
+                                                   f"(known: {reading})")
+            if not isinstance(experiment, str) or not experiment:
+                raise InputError(self.params_path, f"{where}.experiment: expected the name of an experiment")
+            found[name] = {"network": network, "experiment": experiment}  # checked where it is used
+        return found
+
+    @staticmethod
+    def _image_free(detector: str) -> bool:
+        """A detector `poselift detect` runs without images or checkpoints (gt, synthetic)."""
+        return detector in DETECTORS and not getattr(DETECTORS[detector], "reads_images", False)
 
     def left_out_messages(self) -> list[str]:
         """One line per set of missing keys, naming the experiments `all` leaves out for lack of them."""
@@ -149,6 +190,12 @@ class Workflow:
     def all_checkpoints(self) -> list[str]:
         return [f"{_posix(stage_dir(name, n))}/checkpoint.pt" for name in self.selected()
                 for n in range(1, self.num_stages(name) + 1)]
+
+    def wildcard_names(self, names) -> str:
+        """A regex matching exactly ``names`` (a rule's wildcard constraint); one matching nothing if empty."""
+        import re
+
+        return "|".join(re.escape(n) for n in names) or "(?!)"
 
     def all_metrics(self) -> list[str]:
         """Every selected experiment's evaluation, then the mean-pose baseline of each dataset they use."""
@@ -220,12 +267,22 @@ class Workflow:
                                     for key, value in spec.items()])
 
     def detect_inputs(self, dataset: str, detector: str) -> dict:
-        """detect's inputs: the prepared file, and the imported detections' source file if any."""
+        """detect's inputs: the prepared file, and the imported detections' source file if any; for a
+        network detector its checkpoint and the dataset's rendered crops."""
+        network = self.network_detectors().get(detector)
+        if network is not None:
+            return {"prepared": _posix(prepared_path(dataset)), "images": _posix(renders_path(dataset)),
+                    "checkpoint": self.last_checkpoint(network["experiment"])}
         source = self.imported_detections(dataset, detector)
         return {"prepared": _posix(prepared_path(dataset)), **({"source": source} if source else {})}
 
     def detect_command(self, dataset: str, detector: str) -> str:
         """`poselift detect` for the detectors poselift runs, `poselift import-detections` for imported ones."""
+        network = self.network_detectors().get(detector)
+        if network is not None:
+            inputs = self.detect_inputs(dataset, detector)
+            return (f"poselift detect --prepared {inputs['prepared']} --detector {shlex.quote(network['network'])}"
+                    f" --checkpoint {inputs['checkpoint']} --images {inputs['images']} --device {self.device}")
         source = self.imported_detections(dataset, detector)
         if source is not None:
             return (f"poselift import-detections --prepared {_posix(prepared_path(dataset))}"

@@ -29,6 +29,10 @@ all_renders, render_args, report_crops_args, report_sheets = (
     wf.all_renders, wf.render_args, wf.report_crops_args, wf.report_sheets)
 imported_detections, detect_command = wf.imported_detections, wf.detect_command
 detect_inputs = lambda w: wf.detect_inputs(w.dataset, w.detector)
+# wildcard constraints: which rule makes which file
+NETWORK_DETECTORS = wf.wildcard_names(wf.network_detectors())
+LIFTING_EXPERIMENTS = wf.wildcard_names(wf.names_of_task("lifting"))
+DETECTOR_EXPERIMENTS = wf.wildcard_names(wf.names_of_task("heatmaps"))
 
 # Fingerprint of the code each command runs: a param of its rule (see data.smk).
 CODE = code_digests()

@@ -40,7 +40,7 @@ rule prepare:
 rule detect:
     """2D detections of a prepared dataset by one detector: computed by `poselift detect` (settings:
     params.yaml detectors.<name>), or imported by `poselift import-detections` from the file named in
-    detectors.<name>.import.<dataset>."""
+    detectors.<name>.import.<dataset>. Network detectors: rule detect_images."""
     input:
         unpack(detect_inputs),
     output:
@@ -80,3 +80,31 @@ rule render:
         runtime=240,
     shell:
         "poselift render --prepared {input} {params.args} --workers {threads} --out {output} > {log} 2>&1"
+
+
+ruleorder: detect_images > detect  # a network detector's file: detect_images (its wildcard matches only those)
+
+
+rule detect_images:
+    """2D detections of a prepared dataset by a network poselift trained (params.yaml detectors.<name>:
+    network and experiment), run on the dataset's rendered crops: a GPU job on a cluster, like training."""
+    wildcard_constraints:
+        detector=NETWORK_DETECTORS,
+    input:
+        unpack(detect_inputs),
+    output:
+        "data/detections/{dataset}/{detector}.h5",
+    params:
+        command=lambda w: detect_command(w.dataset, w.detector),
+        code=CODE["detect"],
+    log:
+        "logs/detect/{dataset}/{detector}.log",
+    benchmark:
+        "logs/benchmarks/detect/{dataset}/{detector}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    shell:
+        "{params.command} --out {output} > {log} 2>&1"

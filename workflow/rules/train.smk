@@ -44,6 +44,8 @@ rule train:
 
 rule evaluate:
     """An experiment's last stage on the test split (`poselift evaluate`): metrics.json and the rest."""
+    wildcard_constraints:
+        experiment=LIFTING_EXPERIMENTS,
     input:
         unpack(lambda w: experiment_inputs(w.experiment)),
         checkpoint=lambda w: last_checkpoint(w.experiment),
@@ -76,6 +78,38 @@ rule evaluate:
         " --checkpoint {input.checkpoint} --out results/{wildcards.experiment}/evaluation"
         " --device {DEVICE}) > {log} 2>&1"
 
+
+
+rule evaluate_detector:
+    """A 2D detector's last stage on the test split's crops (`poselift evaluate`, task heatmaps): COCO OKS
+    AP/AR, PCK@0.05 and pixel errors in metrics.json, the keypoints in predictions.npz."""
+    wildcard_constraints:
+        experiment=DETECTOR_EXPERIMENTS,
+    input:
+        unpack(lambda w: experiment_inputs(w.experiment)),
+        checkpoint=lambda w: last_checkpoint(w.experiment),
+    output:
+        metrics="results/{experiment}/evaluation/metrics.json",
+        predictions="results/{experiment}/evaluation/predictions.npz",
+    params:
+        stage=lambda w: stage_config(w.experiment, num_stages(w.experiment)),
+        data=lambda w: data_args(w.experiment),
+        params_file=str(PARAMS),
+        code=CODE["evaluate"],
+    log:
+        "logs/evaluate/{experiment}.log",
+    benchmark:
+        "logs/benchmarks/evaluate/{experiment}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    shell:
+        "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
+        " poselift evaluate --experiment {wildcards.experiment} --params {params.params_file} {params.data}"
+        " --checkpoint {input.checkpoint} --out results/{wildcards.experiment}/evaluation"
+        " --device {DEVICE}) > {log} 2>&1"
 
 localrules:
     baseline,

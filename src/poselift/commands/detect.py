@@ -1,9 +1,12 @@
-"""``poselift detect --prepared P.h5 --detector {gt,synthetic} --out D.h5``: 2D detections without images.
+"""``poselift detect --prepared P.h5 --detector NAME --out D.h5``: 2D detections of a prepared dataset.
 
 ``gt`` copies the prepared file's 2D with score 1; ``synthetic`` runs the error model of
 :mod:`poselift.detection.synthetic` with the ``detectors.synthetic`` block of ``--params`` (built-in
-defaults, equal to the repository's params.yaml, when it is not given). Output: the detections layout
-of :mod:`poselift.data.detections`, tied to the prepared file by its content hash.
+defaults, equal to the repository's params.yaml, when it is not given). The network detectors (``hrnet``,
+``hrnet-att``, ``cpn``) run a checkpoint (``--checkpoint``: trained by ``poselift train`` or converted by
+``poselift import-checkpoint``) on the dataset's person crops (``--images``: ``poselift render`` or
+``poselift crops``; :mod:`poselift.detection.network`). Output: the detections layout of
+:mod:`poselift.data.detections`, tied to the prepared file by its content hash.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from poselift.detection import DETECTORS
 
 
 def add_parser(sub):
-    p = sub.add_parser("detect", help="2D detections for data without images (projected ground truth or "
-                                      "a simulated detector)")
+    p = sub.add_parser("detect", help="2D detections of a prepared dataset: projected ground truth, a simulated "
+                                      "detector, or a heatmap network on its crops")
     p.add_argument("--prepared", required=True, type=Path, help="prepared-dataset HDF5 file")
     p.add_argument("--detector", required=True, metavar="NAME",
                    help="; ".join(f"{k}: {v.__doc__}" for k, v in DETECTORS.items()))
@@ -24,6 +27,13 @@ def add_parser(sub):
                    help="params.yaml whose detectors.synthetic block sets the error model "
                         "(default: the built-in values, equal to the repository's params.yaml)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic detector (default 0)")
+    p.add_argument("--checkpoint", type=Path, help="network detectors: the poselift checkpoint to run")
+    p.add_argument("--images", type=Path, help="network detectors: the labelled-crops file of the dataset "
+                                               "(poselift render / poselift crops)")
+    p.add_argument("--device", default="auto", help="network detectors: cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--batch-size", type=int, default=64, help="network detectors: crops per batch (default 64)")
+    p.add_argument("--no-flip-test", dest="flip_test", action="store_false",
+                   help="network detectors: no flip-test averaging (default: on, as the official HRNet test)")
     p.set_defaults(run=run)
 
 
@@ -38,9 +48,22 @@ def run(args) -> int:
         raise InputError("--detector", f"unknown detector '{args.detector}' (known: {', '.join(DETECTORS)})")
     if args.seed < 0:
         raise InputError("--seed", f"must be >= 0 (got {args.seed})")
-    detector = DETECTORS[args.detector](args.params, args.seed)
+    if getattr(DETECTORS[args.detector], "reads_images", False):
+        for option in ("checkpoint", "images"):
+            if getattr(args, option) is None:
+                raise InputError(f"--{option}", f"required by the network detector '{args.detector}'")
+        if args.batch_size < 1:
+            raise InputError("--batch-size", f"must be >= 1 (got {args.batch_size})")
+        detector = DETECTORS[args.detector](args.params, args.seed, checkpoint=args.checkpoint, images=args.images,
+                                            device=args.device, batch_size=args.batch_size,
+                                            flip_test=args.flip_test)
+    else:
+        detector = DETECTORS[args.detector](args.params, args.seed)
 
     data = load_prepared(args.prepared)
+    crops = getattr(detector, "crops", None)
+    if crops is not None and crops.prepared and crops.prepared != content_hash(args.prepared):
+        raise InputError(args.images, f"rendered from another prepared file than {args.prepared} (content hash)")
     det = Detections(detector=args.detector, dataset=data.dataset, prepared=content_hash(args.prepared),
                      keypoints={}, scores={}, cameras={}, params=detector.settings)
     for seq in tqdm(data.sequences, desc=f"detect ({args.detector})", unit="seq", disable=None):

@@ -9,7 +9,9 @@ Writes to --out (default results/<experiment>/evaluation/): ``metrics.json`` (th
 ``poselift metrics``), ``per_action.csv``, ``per_group.json`` (errors per distance-to-pelvis group, POT
 Fig. 4), ``targets.npz``, ``actions.json``, ``sequences.json`` (view id per frame), ``views.json``
 (sequence and camera of each view id) and last ``predictions.npz`` (``poses_3d`` (N, 17, 3) mm, with
-``view`` and ``frame``): the same set ``poselift metrics`` reads.
+``view`` and ``frame``): the same set ``poselift metrics`` reads. A 2D detector's experiment (task
+``heatmaps``) writes ``metrics.json`` (COCO AP/AR, PCK@0.05, pixel errors, in frame pixels) and
+``predictions.npz`` instead (:mod:`poselift.training.tasks.heatmaps`).
 """
 
 from __future__ import annotations
@@ -69,10 +71,12 @@ def run(args) -> int:
     tracker.log_params(run_id, {"checkpoint": str(checkpoint), "split": args.split, "flip_test": flip_test,
                                 "window": window, "model": ckpt["model"],
                                 **{name: path or "none" for name, path in files.items()}})
-    tracker.log_metrics(run_id, {k: result[k] for k in ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "pck150", "auc")}
-                        | {"action_mean": result["action_mean"], "per_joint_group": result["per_joint_group"]})
+    lifting = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "pck150", "auc", "action_mean", "per_joint_group")
+    # a lifting result's headline numbers; another task's result (heatmaps: AP, PCK, pixel errors) as it is
+    tracker.log_metrics(run_id, {k: result[k] for k in lifting} if "mpjpe" in result else result)
     tracker.log_artifacts(run_id, [out / "metrics.json", out / "per_action.csv", out / "per_group.json"])
     tracker.end_run(run_id)
-    print(f"wrote {out}: {result['frames']} {args.split} frames from {num_views} views "
-          f"(flip test {'on' if flip_test else 'off'})")
+    count = f"{result['frames']} {args.split} frames" if "frames" in result else \
+        f"{result.get('samples')} {args.split} crops"
+    print(f"wrote {out}: {count} from {num_views} views (flip test {'on' if flip_test else 'off'})")
     return 0

@@ -18,16 +18,21 @@ def add_parser(sub):
     p.add_argument("--out", required=True, type=Path, help="prepared-dataset HDF5 file to write")
     p.add_argument("--subset", choices=("cpu", "full"), default="full",
                    help="bandai: 'cpu' = dataset-1 + takes 001-003 of dataset-2 (small, for CPU runs); 'full' = both")
+    p.add_argument("--frame-step", type=int, default=1, metavar="N",
+                   help="keep every N-th frame of each sequence (a video at 1/N of the frame rate; default 1: all)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from poselift.data.prepared import write_prepared
+    from poselift.data.prepared import subsample, write_prepared
+    from poselift.errors import InputError
 
     if args.source is None and args.dataset not in SOURCE_OPTIONAL:
         print(f"poselift prepare: error: --source is required for {args.dataset}", file=sys.stderr)
         return 2
-    data = READERS[args.dataset](args.source, args)
+    if args.frame_step < 1:
+        raise InputError("--frame-step", f"must be >= 1 (got {args.frame_step})")
+    data = subsample(READERS[args.dataset](args.source, args), args.frame_step)
     write_prepared(args.out, data)
     summary = data.summary()
     print(f"wrote {args.out}: {summary['sequences']} sequences, {summary['frames']} frames, "

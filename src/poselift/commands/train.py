@@ -28,7 +28,7 @@ def add_common(p) -> None:
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
                    help="a data file of the stage's task instead of its default path ('none': absent); lifting "
-                        "reads 'prepared' and 'detections'")
+                        "reads 'prepared' and 'detections', heatmaps 'crops' and 'prepared'")
     p.add_argument("--prepared", type=Path, help="= --input prepared=PATH: prepared-dataset HDF5 "
                                                  "(default data/prepared/<dataset>.h5)")
     p.add_argument("--detections", help="= --input detections=PATH: detections HDF5 (default "

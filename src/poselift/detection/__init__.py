@@ -6,16 +6,22 @@ A detector is built as ``DETECTORS[name](params_path, seed)`` (its settings from
 sequence: ``detector(sequence) -> (keypoints (C, F, 17, 2) px, scores (C, F, 17))`` in the
 :mod:`poselift.data.detections` layout, so lifting never knows which detector made its input.
 
-Today's detectors need no images: ``gt`` (projected ground truth) and ``synthetic`` (a CPN-like error
-model). Detectors that read pixels join this table as one line each (see docs/architecture.md).
+``gt`` (projected ground truth) and ``synthetic`` (a CPN-like error model) need no images. The network
+detectors (``reads_images = True``: :mod:`poselift.detection.network`) are built with a checkpoint and a
+labelled-crops file as well, ``DETECTORS[name](params_path, seed, checkpoint=..., images=..., device=...)``,
+and run the heatmap networks (:mod:`poselift.detection.hrnet`, :mod:`poselift.detection.cpn`) on the crops.
 """
 
 from __future__ import annotations
 
 from poselift.detection.ground_truth import GroundTruth
+from poselift.detection.network import CPNDetector, HRNetAttentionDetector, HRNetDetector
 from poselift.detection.synthetic import SyntheticDetector
 
 DETECTORS: dict[str, type] = {  # name -> class(params_path, seed); instance(sequence) -> (keypoints, scores)
     "gt": GroundTruth,
     "synthetic": SyntheticDetector,
+    "hrnet": HRNetDetector,
+    "hrnet-att": HRNetAttentionDetector,
+    "cpn": CPNDetector,
 }

@@ -10,7 +10,8 @@ A task is a class in :data:`TASKS`. The loop never looks inside a batch; it asks
   it selects ``checkpoint.pt``.
 - ``inputs(experiment) -> {name: path}``: the data files it reads at their default paths (the workflow
   declares them as the train and evaluate rules' inputs; ``--input NAME=PATH`` overrides one).
-- ``Task(inputs, device)`` with ``inputs`` those files ({"prepared", "detections"} for lifting);
+- ``Task(inputs, device)`` with ``inputs`` those files ({"prepared", "detections"} for lifting, {"crops",
+  "prepared"} for heatmaps);
   ``setup(model, stage, validation_split) -> dict`` reads the training and validation data for ``model`` and
   returns what to log about it; ``describe()`` one line of it; ``batches`` the training batches (iterable,
   with a settable ``epoch`` that fixes the epoch's data order); ``step(model, batch) -> (out, targets, n)``
@@ -18,14 +19,19 @@ A task is a class in :data:`TASKS`. The loop never looks inside a batch; it asks
 - ``evaluate(model, ckpt, path, out, split, batch_size, flip_test, pck_joints, inputs)``: what
   ``poselift evaluate`` writes for this task (lifting: the files of :mod:`poselift.evaluation`).
 
+The tasks: ``lifting`` (:mod:`.lifting`: windows of 2D keypoints -> 3D, MPJPE) and ``heatmaps``
+(:mod:`.heatmaps`: labelled person crops -> 2D heatmaps, the HRNet/CPN detectors; pixel error, COCO AP).
+
 A task is chosen by the stage's ``task`` key, else by the model class's ``task`` attribute, else "lifting".
 Adding one is a module here and one line in :data:`TASKS` (docs/architecture.md).
 """
 
 from __future__ import annotations
 
+from poselift.training.tasks.heatmaps import HeatmapTask
 from poselift.training.tasks.lifting import LiftingTask
 
 TASKS: dict[str, type] = {  # name -> task class
     "lifting": LiftingTask,
+    "heatmaps": HeatmapTask,
 }

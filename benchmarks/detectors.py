@@ -1,0 +1,125 @@
+"""Size and speed of the HRNet detector networks (poselift.detection.hrnet) beside the attention paper's counts.
+
+    python benchmarks/detectors.py [--batch 8] [--seconds 3] [--threads N] [--device cpu|cuda] [--no-speed]
+
+Prints:
+
+- parameters of HRNet-W32 and W48, plain and with every channel-attention placement (``attention`` strings
+  of :class:`poselift.detection.hrnet.HRNet`; the module docstring gives our reading of each), the CAMs each
+  placement adds and what they cost, beside the attention paper's Table I / Table VII counts. Counted on the
+  meta device (no memory, no init).
+- forward GFLOPs per 256x192 image (``torch.utils.flop_counter``, meta device; 2 x multiply-adds, convs and
+  matmuls only) and inference images/s at 256x192, batch ``--batch``, eval mode under ``torch.no_grad``, of
+  HRNet-W32, W48 and a CPU configuration (each: one warm-up call, then calls until ``--seconds`` have passed,
+  at least one), beside a 2048^2 fp32 GEMM timed in the same run: images/s per GEMM GFLOP/s, so figures of
+  noisy or different machines compare. Figures on a shared CPU are noisy.
+
+The default run takes well under two minutes on 2 cores. As in benchmarks/models.py, the script sets
+OMP_WAIT_POLICY=PASSIVE unless the environment sets it (spinning OpenMP threads on shared cores are slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+if __name__ == "__main__":  # before torch loads OpenMP, which reads it once
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from poselift.detection.hrnet import (HRNet, PAPER_OURS, PAPER_PARAMETERS, attention_parameters, attention_sites,
+                                      parameter_count)
+
+PLACEMENTS = (None, "default", "sub-network:1", "sub-network:2+1", "sub-network:3+2+1", "stage:1", "stage:2+1",
+              "stage:3+2+1")
+SPEED_CONFIGS = {  # name -> HRNet args
+    "hrnet-w32": dict(width=32),
+    "hrnet-w48": dict(width=48),
+    "hrnet-cpu": dict(width=16, stage_modules=(1, 1, 1), blocks=2, stage1_blocks=1, stem_width=32),
+}
+INPUT = (256, 192)
+
+
+def parameter_table() -> list[str]:
+    lines = [f"{'network':<10} {'attention':<18} {'CAMs':>4} {'params (M)':>10} {'+CAM (M)':>9} {'paper (M)':>9}"]
+    for width in (32, 48):
+        base = parameter_count(width=width)
+        for placement in PLACEMENTS:
+            total = parameter_count(width=width, attention=placement)
+            assert total - base == attention_parameters(width, placement)  # the analytic count is the model's
+            paper = PAPER_PARAMETERS.get((width, placement if placement != "default" else "sub-network:1"))
+            note = f"{paper:9.1f}" if paper is not None else f"{'-':>9}"
+            lines.append(f"HRNet-W{width:<3} {str(placement):<18} {len(attention_sites(placement)):>4} "
+                         f"{total / 1e6:10.3f} {(total - base) / 1e6:9.3f} {note}")
+        lines.append(f"{'':<10} paper Table I 'Ours' (six CAMs, per its text): {PAPER_OURS[width]:.1f}M")
+    return lines
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn, device: str) -> float:
+    if device != "cpu":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def flops_per_image(args: dict) -> float:
+    with torch.device("meta"):
+        model = HRNet(**args).eval()
+        images = torch.empty(1, 3, *INPUT)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(images)
+    return counter.get_total_flops()
+
+
+def images_per_second(args: dict, batch: int, seconds: float, device: str) -> float:
+    model = HRNet(**args).to(device).eval()
+    images = torch.randn(batch, 3, *INPUT, device=device)
+    with torch.no_grad():
+        _timed(lambda: model(images), device)  # warm-up
+        calls, elapsed = 0, 0.0
+        while calls == 0 or elapsed < seconds:
+            elapsed += _timed(lambda: model(images), device)
+            calls += 1
+    return calls * batch / elapsed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per network (after a warm-up)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--no-speed", action="store_true", help="parameter counts only")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    print("\n".join(parameter_table()))
+    if args.no_speed:
+        return 0
+    gemm = gemm_gflops(device=args.device)
+    print(f"\n{args.device}, {torch.get_num_threads()} threads; fp32 GEMM 2048^2: {gemm:.1f} GFLOP/s")
+    print(f"{'network':<10} {'GFLOPs/img':>10} {'images/s':>9} {'per GEMM GFLOP/s':>16} {'% of GEMM':>9}  "
+          f"(256x192, batch {args.batch})")
+    for name, config in SPEED_CONFIGS.items():
+        flops = flops_per_image(config)
+        rate = images_per_second(config, args.batch, args.seconds, args.device)
+        print(f"{name:<10} {flops / 1e9:10.2f} {rate:9.2f} {rate / gemm:16.4f} {100 * rate * flops / 1e9 / gemm:8.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
