@@ -110,3 +110,72 @@ def test_no_evaluations_is_an_error(tmp_path, run_cli):
     (tmp_path / "results" / "x" / "stage1").mkdir(parents=True)
     code, _, err = run_cli("report", "--results", tmp_path / "results", "--out", tmp_path / "r")
     assert code == 2 and "no evaluations found" in err
+
+
+def write_detector_evaluation(results, name="det", samples=8):
+    """results/<name>/evaluation/metrics.json of a 2D detector (task heatmaps) whose keypoints are the labels
+    moved 2 px right: every OKS is above 0.95 on these 200 px boxes, so AP = AR = 1, PCK@0.05 (10 px) = 1,
+    and the mean error is 2 px."""
+    from poselift.detection.evaluation import keypoint_metrics
+
+    rng = np.random.default_rng(1)
+    origin = rng.uniform(0, 500, (samples, 1, 2))
+    gt = origin + rng.uniform(0, 200, (samples, 17, 2))
+    boxes = np.concatenate([origin[:, 0], origin[:, 0] + 200], axis=1)
+    metrics = keypoint_metrics(gt + [2.0, 0.0], np.ones((samples, 17)), gt, np.ones((samples, 17)), boxes)
+    assert (metrics["AP"], metrics["AR"], metrics["pck@0.05"]) == (1.0, 1.0, 1.0)
+    assert metrics["mean_px"] == pytest.approx(2.0)
+    metrics["task"] = "heatmaps"
+    metrics["inputs"] = {"checkpoint": f"results/{name}/stage1/checkpoint.pt", "model": "hrnet",
+                         "crops": "data/renders/tiny.h5", "prepared": "data/prepared/tiny.h5", "split": "test"}
+    write_json(results / name / "evaluation" / "metrics.json", metrics)
+    return metrics
+
+
+def test_a_2d_detector_gets_its_own_table_and_stays_out_of_the_lifting_ones(results, tmp_path, run_cli,
+                                                                             monkeypatch):
+    import poselift.report
+
+    write_detector_evaluation(results)
+    plotted = []
+    plot = poselift.report.plot_per_action
+    monkeypatch.setattr(poselift.report, "plot_per_action",
+                        lambda rs: plotted.append([r.experiment for r in rs]) or plot(rs))
+    code, _, err = run_cli("report", "--results", results, "--experiment", "a", "--experiment", "det",
+                           "--experiment", "b", "--out", tmp_path / "reports")
+    assert code == 0, err
+    md = (tmp_path / "reports" / "results.md").read_text()
+    lifting, _, detectors = md.partition("\n## 2D detectors\n")
+    assert "| det |" not in lifting and "| a | tiny | synthetic | martinez |" in lifting
+    assert "| Experiment | Dataset | Model | Crops | AP | AP50 | AP75 | AR | PCK@0.05 | Error (px) |" in detectors
+    assert "| det | tiny | hrnet | 8 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 2.00 |" in detectors
+    assert "| a |" not in detectors
+    rows = list(csv.DictReader(open(tmp_path / "reports" / "results.csv")))
+    assert [r["experiment"] for r in rows] == ["a", "b"]
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"a", "b", "det"} and "mpjpe" in metrics["a"]
+    assert metrics["det"]["AP"] == 1.0 and metrics["det"]["mean_px"] == pytest.approx(2.0)
+    assert "mpjpe" not in metrics["det"]
+    html = (tmp_path / "reports" / "results.html").read_text()
+    assert "<h2>2D detectors</h2>" in html and "<td>det</td>" in html
+    assert plotted == [["a", "b"]]  # the per-action plot: lifting experiments only
+
+    # without a detector, no second table
+    code, _, err = run_cli("report", "--results", results, "--experiment", "a", "--out", tmp_path / "plain")
+    assert code == 0, err
+    assert "2D detectors" not in (tmp_path / "plain" / "results.md").read_text()
+
+
+@pytest.mark.parametrize("defect", ["missing", "null"])
+def test_a_detector_evaluation_without_its_ap_is_a_one_line_error(results, tmp_path, run_cli, defect):
+    metrics = write_detector_evaluation(results)
+    if defect == "missing":
+        del metrics["AP"]
+    else:
+        metrics["AP"] = None  # pycocotools' -1: no ground truth to score
+    path = results / "det" / "evaluation" / "metrics.json"
+    write_json(path, metrics)
+    code, _, err = run_cli("report", "--results", results, "--out", tmp_path / "r")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"poselift: error: {path}: ") and "'AP' is missing or not a finite number" in err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())

@@ -234,3 +234,123 @@ def test_render_section_wires_the_render_rule_and_the_contact_sheets():
     with pytest.raises(InputError, match=r"datasets.nowhere: missing"):
         Workflow(p).renders()
     assert Workflow(params()).all_renders() == [] and Workflow(params()).report_sheets() == []
+
+
+# --- the image chain: render -> train a 2D detector -> detect with it -> lift -----------------------------------
+
+DETECTOR_STAGE = {"name": "hrnet", "model": "hrnet-tiny", "task": "heatmaps", "epochs": 1, "batch_size": 8,
+                  "lr": 1e-3, "losses": {"heatmap_mse": 1.0}, "input_size": [64, 48]}
+
+
+def image_params() -> dict:
+    """params() plus bandai-cpu rendered, a 2D-detector experiment on its crops, the network detector that
+    runs its checkpoint, and a lifting experiment on that detector's 2D."""
+    p = copy.deepcopy(params())
+    p["render"] = {"bandai-cpu": {"every": 10}}
+    p["models"]["hrnet-tiny"] = {"class": "hrnet", "width": 8, "stage_modules": [1, 1, 1], "blocks": 1}
+    p["experiments"]["det"] = {"dataset": "bandai-cpu", "stages": [DETECTOR_STAGE]}
+    p["detectors"]["mine"] = {"network": "hrnet", "experiment": "det"}
+    p["experiments"]["lift"] = {"dataset": "bandai-cpu", "detector": "mine", "stages": [STAGE1]}
+    return p
+
+
+def test_a_network_detector_is_wired_to_its_experiment_and_the_renders():
+    wf = Workflow(image_params(), "my-params.yaml")
+    assert wf.missing_data("det") == [] and wf.missing_data("lift") == []
+    assert wf.network_detectors() == {"mine": {"network": "hrnet", "experiment": "det"}}
+    assert wf.selected() == ["two", "own", "det", "lift"]
+    assert wf.names_of_task("lifting") == ["two", "paper", "own", "lift"]
+    assert wf.names_of_task("heatmaps") == ["det"]
+    assert wf.experiment_inputs("det") == {"crops": "data/renders/bandai-cpu.h5",
+                                           "prepared": "data/prepared/bandai-cpu.h5"}
+    assert wf.detect_inputs("bandai-cpu", "mine") == {"prepared": "data/prepared/bandai-cpu.h5",
+                                                      "images": "data/renders/bandai-cpu.h5",
+                                                      "checkpoint": "results/det/stage1/checkpoint.pt"}
+    assert wf.detect_command("bandai-cpu", "mine") == (
+        "poselift detect --prepared data/prepared/bandai-cpu.h5 --detector hrnet --checkpoint "
+        "results/det/stage1/checkpoint.pt --images data/renders/bandai-cpu.h5 --device auto")
+    assert shlex.split(wf.detect_command("bandai-cpu", "mine"))[:2] == ["poselift", "detect"]
+    assert "data/detections/bandai-cpu/mine.h5" in wf.all_detections()
+    assert wf.all_metrics() == [f"results/{n}/evaluation/metrics.json" for n in ("two", "own", "det", "lift")] + [
+        "results/mean-pose@bandai-cpu/evaluation/metrics.json"]
+    assert "results/det/stage1/checkpoint.pt" in wf.all_checkpoints()
+    assert wf.wildcard_names(wf.network_detectors()) == "mine"
+    assert wf.wildcard_names(wf.names_of_task("heatmaps")) == "det" and wf.wildcard_names([]) == "(?!)"
+    p = image_params()
+    p["device"] = "cpu"
+    assert Workflow(p).detect_command("bandai-cpu", "mine").endswith(" --device cpu")
+
+
+def test_without_renders_the_image_chain_is_left_out_and_says_so():
+    p = image_params()
+    del p["render"]
+    wf = Workflow(p, "my-params.yaml")
+    assert wf.missing_data("lift") == ["render.bandai-cpu"]
+    assert wf.missing_data("det") == ["render.bandai-cpu"]  # it trains on the crops as well
+    assert wf.selected() == ["two", "own"]
+    assert "poselift workflow: `all` leaves out det, lift: params.yaml does not set render.bandai-cpu" in (
+        wf.left_out_messages())
+    assert not any("renders" in path for path in wf.all_checkpoints() + wf.all_detections())
+
+
+def test_a_network_detector_must_name_a_detector_experiment_and_a_network():
+    p = image_params()
+    p["detectors"]["mine"]["experiment"] = "nowhere"
+    with pytest.raises(InputError) as e:
+        Workflow(p, "my-params.yaml").missing_data("lift")
+    assert str(e.value).startswith("my-params.yaml: detectors.mine.experiment: 'nowhere'") and "\n" not in str(e.value)
+    with pytest.raises(InputError, match=r"^my-params.yaml: detectors.mine.experiment: 'nowhere'"):
+        Workflow(p, "my-params.yaml").detect_inputs("bandai-cpu", "mine")
+    p["detectors"]["mine"]["experiment"] = "two"  # an experiment, but a lifting one
+    with pytest.raises(InputError, match=r"detectors.mine.experiment: 'two' is not an experiment that trains a 2D"):
+        Workflow(p, "my-params.yaml").selected()
+    p["detectors"]["mine"] = {"network": "synthetic", "experiment": "det"}
+    with pytest.raises(InputError, match=r"^my-params.yaml: detectors.mine.network: 'synthetic' is not a network "
+                                         r"detector \(known: hrnet, hrnet-att, cpn\)"):
+        Workflow(p, "my-params.yaml").selected()
+    p["detectors"]["mine"] = {"network": "hrnet", "experiment": "det", "epochs": 3}
+    with pytest.raises(InputError, match=r"detectors.mine.epochs: unknown key \(known: experiment, network\)"):
+        Workflow(p, "my-params.yaml").network_detectors()
+
+
+@pytest.mark.slow
+def test_snakemake_plans_the_image_chain(tmp_path):
+    """A real dry run: render -> train the detector -> evaluate_detector, and detect_images (not detect) with
+    its checkpoint -> train and evaluate the lifting on its 2D; the synthetic 2D still comes from detect.
+    Without the render block, both experiments are left out with a message (not a KeyError of the DAG)."""
+    from test_workflow import dry_run, find
+    from workflow_project import STAGE, TINY_EXPERIMENT, make_project, snakemake, tiny_params, write_params
+
+    root = make_project(tmp_path / "p", {"two": TINY_EXPERIMENT})
+    p = tiny_params({"two": TINY_EXPERIMENT})
+    p["models"]["hrnet-tiny"] = image_params()["models"]["hrnet-tiny"]
+    p["experiments"]["det"] = {"dataset": "tiny", "stages": [DETECTOR_STAGE]}
+    p["detectors"]["mine"] = {"network": "hrnet", "experiment": "det"}
+    p["experiments"]["lift"] = {"dataset": "tiny", "detector": "mine", "stages": [STAGE]}
+    write_params(root, {**p, "render": {"tiny": {"every": 10}}})
+    jobs = dry_run(root, "all")
+    assert sorted(j["rule"] for j in jobs) == sorted(
+        ["prepare", "render", "detect", "detect_images", "train", "train", "train", "train", "evaluate_detector",
+         "evaluate", "evaluate", "baseline", "report", "all"])
+    assert find(jobs, "render", dataset="tiny")["output"] == ["data/renders/tiny.h5"]
+    train = find(jobs, "train", experiment="det", stage="1")
+    assert train["input"] == ["data/renders/tiny.h5", "data/prepared/tiny.h5"]
+    assert "--input crops=data/renders/tiny.h5" in train["shell"]
+    evaluation = find(jobs, "evaluate_detector", experiment="det")
+    assert evaluation["output"] == ["results/det/evaluation/metrics.json", "results/det/evaluation/predictions.npz"]
+    detect = find(jobs, "detect_images", dataset="tiny", detector="mine")
+    assert detect["input"] == ["data/prepared/tiny.h5", "data/renders/tiny.h5", "results/det/stage1/checkpoint.pt"]
+    assert detect["output"] == ["data/detections/tiny/mine.h5"] and detect["resources"].get("gpu") == "1"
+    assert detect["shell"].startswith("poselift detect --prepared data/prepared/tiny.h5 --detector hrnet "
+                                      "--checkpoint results/det/stage1/checkpoint.pt --images data/renders/tiny.h5")
+    assert find(jobs, "detect", detector="synthetic")["output"] == ["data/detections/tiny/synthetic.h5"]
+    assert find(jobs, "train", experiment="lift", stage="1")["input"] == ["data/prepared/tiny.h5",
+                                                                          "data/detections/tiny/mine.h5"]
+    assert find(jobs, "evaluate", experiment="lift") and find(jobs, "evaluate", experiment="two")
+    assert "--experiment two --experiment det --experiment lift --experiment mean-pose@tiny" in (
+        find(jobs, "report")["shell"])
+
+    write_params(root, p)  # no render block: the image chain cannot be made
+    proc = snakemake(root, "-n", "all")
+    assert "`all` leaves out det, lift: params.yaml does not set render.tiny" in proc.stdout
+    assert "results/det" not in proc.stdout and "data/renders" not in proc.stdout

@@ -86,20 +86,21 @@ class Workflow:
         return str(source) if source else None
 
     def missing_data(self, name: str) -> list[str]:
-        """What params.yaml lacks for experiment `name`'s data: a dataset source, or the file of imported
-        detections (detectors.<name>.import.<dataset>). Empty when the workflow can make all of it."""
+        """What params.yaml lacks for experiment `name`'s data: a dataset source, the file of imported
+        detections (detectors.<name>.import.<dataset>), or the render.<dataset> block of a dataset whose crops
+        it reads (a 2D detector's training; a network detector's detections). Empty when the workflow can
+        make all of it."""
         exp = self.experiment(name)
         dataset, detector = exp.dataset, exp.detector
         missing = []
         if "source" not in dataset.options and dataset.reader not in SOURCE_OPTIONAL:
             missing.append(f"datasets.{dataset.name}.source")
-        network = self.network_detectors().get(detector)
+        reads_renders = _posix(renders_path(dataset.name)) in self.experiment_inputs(name).values()
+        if reads_renders and dataset.name not in self.renders():  # e.g. a 2D detector trained on the crops
+            missing.append(f"render.{dataset.name}")
+        network = self._network(detector)
         if network is not None:  # detections by a network poselift trains: its experiment's data, and pixels
-            trains = network["experiment"]
-            if trains not in self.names() or self.experiment(trains).task != "heatmaps":
-                raise InputError(self.params_path, f"detectors.{detector}.experiment: '{trains}' is not an "
-                                                   f"experiment that trains a 2D detector (task heatmaps)")
-            if dataset.name not in self.renders():
+            if f"render.{dataset.name}" not in missing and dataset.name not in self.renders():
                 missing.append(f"render.{dataset.name}")
             missing += [m for m in self.missing_data(network["experiment"]) if m not in missing]
         elif (detector != OWN_2D and not self._image_free(detector)
@@ -136,6 +137,16 @@ class Workflow:
                 raise InputError(self.params_path, f"{where}.experiment: expected the name of an experiment")
             found[name] = {"network": network, "experiment": experiment}  # checked where it is used
         return found
+
+    def _network(self, detector: str) -> dict | None:
+        """network_detectors()[detector] once its experiment is checked to train a 2D detector, or None."""
+        network = self.network_detectors().get(detector)
+        if network is not None:
+            trains = network["experiment"]
+            if trains not in self.names() or self.experiment(trains).task != "heatmaps":
+                raise InputError(self.params_path, f"detectors.{detector}.experiment: '{trains}' is not an "
+                                                   f"experiment that trains a 2D detector (task heatmaps)")
+        return network
 
     @staticmethod
     def _image_free(detector: str) -> bool:
@@ -269,7 +280,7 @@ class Workflow:
     def detect_inputs(self, dataset: str, detector: str) -> dict:
         """detect's inputs: the prepared file, and the imported detections' source file if any; for a
         network detector its checkpoint and the dataset's rendered crops."""
-        network = self.network_detectors().get(detector)
+        network = self._network(detector)
         if network is not None:
             return {"prepared": _posix(prepared_path(dataset)), "images": _posix(renders_path(dataset)),
                     "checkpoint": self.last_checkpoint(network["experiment"])}
@@ -278,7 +289,7 @@ class Workflow:
 
     def detect_command(self, dataset: str, detector: str) -> str:
         """`poselift detect` for the detectors poselift runs, `poselift import-detections` for imported ones."""
-        network = self.network_detectors().get(detector)
+        network = self._network(detector)
         if network is not None:
             inputs = self.detect_inputs(dataset, detector)
             return (f"poselift detect --prepared {inputs['prepared']} --detector {shlex.quote(network['network'])}"

@@ -17,8 +17,6 @@ score 0), as the ``gt`` detector marks missing ground truth.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from poselift.errors import InputError
@@ -57,6 +55,7 @@ class NetworkDetector:
         stage = ckpt.get("stage") or {}
         self.input_size = tuple(int(v) for v in (ckpt.get("input_size") or stage.get("input_size") or (256, 192)))
         self.keypoint_format = ckpt["args"].get("keypoint_format", getattr(self.model, "keypoint_format", "h36m"))
+        _check_joints(checkpoint, self.keypoint_format, getattr(self.model, "num_joints", None))
         self.crops = CropFile(images)
         self.batch_size, self.flip_test = int(batch_size), bool(flip_test)
         self.settings = {"network": self.kind, "checkpoint": str(checkpoint), "model": ckpt["model"],
@@ -115,6 +114,21 @@ class NetworkDetector:
         if self.keypoint_format == "h36m":
             return swap_permutation(H36M17.num_joints, H36M17.left, H36M17.right)
         return get_format(self.keypoint_format).flip_permutation
+
+
+def _check_joints(checkpoint, keypoint_format, num_joints) -> None:
+    """A network whose heatmaps are H36M-17, or a layout of :data:`poselift.keypoint_formats.FORMATS` with
+    its joint count (mapped to H36M-17); anything else (unnamed joints, a count that does not fit) is an
+    InputError naming the checkpoint."""
+    from poselift.keypoint_formats import FORMATS
+    from poselift.skeleton import H36M17
+
+    expected = H36M17.num_joints if keypoint_format == "h36m" else (
+        FORMATS[keypoint_format].num_joints if keypoint_format in FORMATS else None)
+    if expected is None or num_joints != expected:
+        raise InputError(checkpoint, f"the network predicts {num_joints} joints in keypoint format "
+                                     f"{keypoint_format!r}: a detector needs 'h36m' (17 joints) or a format of "
+                                     f"{', '.join(FORMATS)} with its number of joints")
 
 
 def _to_stored_crop(points: np.ndarray, scale: np.ndarray) -> np.ndarray:
