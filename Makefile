@@ -35,7 +35,7 @@ run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --report reports/report.html
 	$(BIN)/poselift info data/prepared/bandai-cpu.h5
 	cat reports/results.md
-	@echo "contact sheet of the rendered benchmark: reports/crops-bandai-cpu.png"
+	@echo "contact sheet of the rendered benchmark: reports/crops-bandai-cpu-img.png"
 
 # Browse the MLflow runs of every train and evaluate job (default store: ./mlflow.db) at http://127.0.0.1:5000
 MLFLOW_STORE ?= sqlite:///mlflow.db

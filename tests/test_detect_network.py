@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import yaml
 
-from poselift.camera import Camera
 from poselift.data.crop_file import CropWriter, View
 from poselift.data.crops import to_frame
 from poselift.data.detections import load_detections
 from poselift.data.images import encode_image
-from poselift.data.prepared import PreparedDataset, Sequence, content_hash, write_prepared
+from poselift.data.prepared import content_hash
 from poselift.keypoint_formats import scores_to_h36m17, to_h36m17
 from poselift.training.checkpoint import read_checkpoint, save_checkpoint
-from test_heatmap_task import CROP as TASK_CROP, LABELLED, person  # disc crops: a person the tiny nets can find
+from test_heatmap_task import CROP as TASK_CROP, LABELLED, person, toy_prepared  # disc crops: a person the tiny nets can find
 
 CROP = TASK_CROP  # (H, W) of the stored crops and of the network input: 64x48 (heatmaps 16x12)
 SCALE = 0.25  # frame -> crop: a crop pixel is 4 frame pixels
@@ -66,14 +65,7 @@ def data(tmp_path_factory):
     from poselift.cli import main
 
     root = tmp_path_factory.mktemp("network-detect")
-    cams = {c: Camera(R=np.eye(3), T=np.zeros(3), f=[1000.0, 1000.0], c=[500.0, 500.0], width=1000, height=1000,
-                      name=c) for c in CAMERAS}
-    seqs = [Sequence(subject, name, action=name, split=split, rig="rig", cameras=list(CAMERAS),
-                     positions_3d=np.tile(np.linspace(0, 1, 51, dtype=np.float32).reshape(17, 3), (n, 1, 1)) + 3000,
-                     positions_2d=np.zeros((len(CAMERAS), n, 17, 2), np.float32))
-            for subject, name, split, n in SEQUENCES]
-    prepared = root / "toy.h5"
-    write_prepared(prepared, PreparedDataset("toy", 50.0, {"rig": cams}, seqs))
+    prepared = toy_prepared(root / "toy.h5", SEQUENCES, CAMERAS)
     crops = root / "crops.h5"
     write_crops(crops, content_hash(prepared))
     params = root / "params.yaml"

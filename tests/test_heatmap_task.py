@@ -82,18 +82,24 @@ def person(rng) -> tuple[np.ndarray, np.ndarray]:
     return image, keypoints
 
 
+def toy_prepared(path: Path, sequences, cameras) -> Path:
+    """A prepared file of ``sequences`` ((subject, name, split, frames) each) seen by ``cameras``: only its
+    splits and frame counts matter to the image tasks."""
+    cams = {name: Camera(R=np.eye(3), T=np.zeros(3), f=[1000.0, 1000.0], c=[500.0, 500.0], width=1000,
+                         height=1000, name=name) for name in cameras}
+    seqs = [Sequence(subject, name, action=name, split=split, rig="rig", cameras=list(cameras),
+                     positions_3d=np.tile(np.linspace(0, 1, 51, dtype=np.float32).reshape(17, 3), (n, 1, 1)) + 3000,
+                     positions_2d=np.zeros((len(cameras), n, 17, 2), np.float32))
+            for subject, name, split, n in sequences]
+    write_prepared(path, PreparedDataset("toy", 50.0, {"rig": cams}, seqs))
+    return path
+
+
 def make_files(folder: Path) -> tuple[Path, Path]:
     """A prepared file (the splits) and its labelled crops: every crop is the frame region of a box, affine
     frame -> crop = 0.25 scale + offset."""
     rng = np.random.default_rng(0)
-    cams = {name: Camera(R=np.eye(3), T=np.zeros(3), f=[1000.0, 1000.0], c=[500.0, 500.0], width=1000,
-                         height=1000, name=name) for name in CAMERAS}
-    seqs = [Sequence(subject, name, action=name, split=split, rig="rig", cameras=list(CAMERAS),
-                     positions_3d=np.tile(np.linspace(0, 1, 51, dtype=np.float32).reshape(17, 3), (n, 1, 1)) + 3000,
-                     positions_2d=np.zeros((len(CAMERAS), n, 17, 2), np.float32))
-            for subject, name, split, n in SEQUENCES]
-    prepared = folder / "toy.h5"
-    write_prepared(prepared, PreparedDataset("toy", 50.0, {"rig": cams}, seqs))
+    prepared = toy_prepared(folder / "toy.h5", SEQUENCES, CAMERAS)
     crops = folder / "toy-crops.h5"
     with CropWriter(crops, "render", "hash", {"synthetic": True}, crop_size=CROP, codec="png") as writer:
         for subject, name, _, n in SEQUENCES:

@@ -170,3 +170,30 @@ def to_frame_pixels(keypoints_crop, affine) -> np.ndarray:
     linear_inv = np.linalg.inv(a[..., :2])  # (..., 2, 2)
     offset = a[..., 2]  # (..., 2)
     return np.einsum("...ij,...kj->...ki", linear_inv, kp - offset[..., None, :])
+
+
+# --- a network's keypoints on stored crops (validation, evaluation, poselift detect) ---------------------
+def flip_permutation(keypoint_format: str | None) -> np.ndarray:
+    """The left/right channel swap of a network's joints: H36M-17's (``"h36m"`` or None), else the layout's."""
+    from poselift.skeleton import H36M17
+
+    if keypoint_format in (None, "h36m"):
+        return H36M17.flip_permutation
+    from poselift.keypoint_formats import get_format
+
+    return get_format(keypoint_format).flip_permutation
+
+
+def predict_crops(model, images: np.ndarray, input_size, crop_size, flip: bool, device=None):
+    """Keypoints (B, J, 2) in the pixels of the stored crops ``images`` (B, H, W, 3) uint8 of ``crop_size``
+    and their scores (B, J): the images resized to ``input_size`` and normalised, the model (in eval mode)
+    run with or without the flip test, the heatmaps decoded, the input's pixels scaled back to the stored
+    crop's (the two share the box: HRNet's affine is a pure scale between them)."""
+    import torch
+
+    x = normalise(images, input_size, device=device)
+    with torch.no_grad():
+        out = flip_test(model, x, flip_permutation(getattr(model, "keypoint_format", None))) if flip else model(x)
+    found, scores = decode(out["heatmaps"].float())
+    ratio = np.array([crop_size[1] / input_size[1], crop_size[0] / input_size[0]])
+    return found * ratio, scores

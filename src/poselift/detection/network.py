@@ -80,40 +80,20 @@ class NetworkDetector:
 
     def detect_view(self, key: str, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints (N, 17, 2) in frame pixels and scores (N, 17) for the N crops of view ``key``."""
-        import torch
-
-        from poselift.data.crops import to_frame
-        from poselift.detection.heatmaps import decode, flip_test, normalise
+        from poselift.detection.heatmaps import predict_crops, to_frame_pixels
         from poselift.keypoint_formats import scores_to_h36m17, to_h36m17
-        from poselift.skeleton import H36M17
 
-        points, confidence = [], []
-        n = len(affines)
-        for start in range(0, n, self.batch_size):
-            images = np.stack([self.crops.crop(key, i) for i in range(start, min(n, start + self.batch_size))])
-            batch = normalise(images, self.input_size).to(self.device)
-            with torch.no_grad():
-                out = flip_test(self.model, batch, self._pairs()) if self.flip_test else self.model(batch)
-            found, score = decode(out["heatmaps"].float().cpu().numpy())  # input-size crop pixels
-            scale = np.array([self.crops.crop_size[1] / self.input_size[1], self.crops.crop_size[0] / self.input_size[0]])
-            points.append(_to_stored_crop(found, scale))
-            confidence.append(score)
-        crop_points = np.concatenate(points) if points else np.zeros((0, 17, 2))
-        score = np.concatenate(confidence) if confidence else np.zeros((0, 17))
-        frame_points = np.stack([to_frame(p, a) for p, a in zip(crop_points, affines)]) if n else crop_points
-        if self.keypoint_format != "h36m":
-            frame_points, score = to_h36m17(frame_points, self.keypoint_format), scores_to_h36m17(score, self.keypoint_format)
-        assert frame_points.shape[1:] == (len(H36M17.names), 2)
-        return frame_points.astype(np.float32), score.astype(np.float32)
-
-    def _pairs(self) -> np.ndarray:
-        """The channel permutation that swaps left and right joints of the network's keypoint format."""
-        from poselift.keypoint_formats import get_format
-        from poselift.skeleton import H36M17, swap_permutation
-
-        if self.keypoint_format == "h36m":
-            return swap_permutation(H36M17.num_joints, H36M17.left, H36M17.right)
-        return get_format(self.keypoint_format).flip_permutation
+        n, size = len(affines), self.batch_size
+        found = [predict_crops(self.model, np.stack([self.crops.crop(key, i) for i in range(b, min(n, b + size))]),
+                               self.input_size, self.crops.crop_size, self.flip_test, self.device)
+                 for b in range(0, n, size)]
+        if not found:
+            return np.zeros((0, 17, 2), np.float32), np.zeros((0, 17), np.float32)
+        points = to_frame_pixels(np.concatenate([p for p, _ in found]), affines)
+        scores = np.concatenate([c for _, c in found])
+        if self.keypoint_format != "h36m":  # an official COCO-17 network
+            points, scores = to_h36m17(points, self.keypoint_format), scores_to_h36m17(scores, self.keypoint_format)
+        return points.astype(np.float32), scores.astype(np.float32)
 
 
 def _check_joints(checkpoint, keypoint_format, num_joints) -> None:
@@ -129,11 +109,6 @@ def _check_joints(checkpoint, keypoint_format, num_joints) -> None:
         raise InputError(checkpoint, f"the network predicts {num_joints} joints in keypoint format "
                                      f"{keypoint_format!r}: a detector needs 'h36m' (17 joints) or a format of "
                                      f"{', '.join(FORMATS)} with its number of joints")
-
-
-def _to_stored_crop(points: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Points in the network's input crop -> the stored crop (both share the crop's frame, scaled)."""
-    return points * scale
 
 
 class HRNetDetector(NetworkDetector):

@@ -231,18 +231,6 @@ def model_sigmas(model, sigma: float | None, input_size=(REFERENCE_HEIGHT, 192))
     return {name: float(value) * scale for name, value in sigmas.items()}
 
 
-def flip_permutation(model) -> np.ndarray:
-    """The left/right channel swap of the model's joints (its ``keypoint_format``; H36M-17 by default)."""
-    from poselift.skeleton import H36M17
-
-    fmt = getattr(model, "keypoint_format", None)
-    if fmt in (None, "h36m"):
-        return H36M17.flip_permutation
-    from poselift.keypoint_formats import get_format
-
-    return get_format(fmt).flip_permutation
-
-
 class HeatmapTask:
     name = "heatmaps"
     losses = {"heatmap_mse": joints_mse, "cpn_global": cpn_global, "cpn_refine": cpn_refine}
@@ -358,28 +346,16 @@ class HeatmapTask:
         return out, targets, int(batch["images"].shape[0])
 
     def predict(self, model, items, flip: bool, batch_size: int, loader=None) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints (N, J, 2) in stored-crop pixels and scores (N, J) of crops ``items`` (model in eval mode)."""
-        import torch
-
-        from poselift.detection.augment import normalise
-        from poselift.detection.heatmaps import decode, flip_test
+        """Keypoints (N, J, 2) in stored-crop pixels and scores (N, J) of crops ``items``."""
+        from poselift.detection.heatmaps import predict_crops
 
         loader = loader or self.loader
-        perm = flip_permutation(model)
-        points, scores = [], []
         model.eval()
-        with torch.no_grad():
-            for images in loader.images(items, batch_size):
-                x = normalise(images, device=self.device)
-                out = flip_test(model, x, perm) if flip else model(x)
-                found, score = decode(out["heatmaps"])
-                points.append(found)
-                scores.append(score)
-        stored, size = self.crops.crop_size, loader.input_size
-        ratio = np.array([stored[1] / size[1], stored[0] / size[0]])
-        if not points:
+        found = [predict_crops(model, images, loader.input_size, self.crops.crop_size, flip, self.device)
+                 for images in loader.images(items, batch_size)]
+        if not found:
             return np.zeros((0, 17, 2), np.float32), np.zeros((0, 17), np.float32)
-        return np.concatenate(points) * ratio, np.concatenate(scores)
+        return np.concatenate([p for p, _ in found]), np.concatenate([s for _, s in found])
 
     def validate(self, model) -> float:
         pred, _ = self.predict(model, self.val_items, self.flip_test, self.batch_size)
