@@ -7,6 +7,7 @@
 #   snakemake --report reports/report.html                      the self-contained HTML report
 #
 # Phase targets (what `dvc repro` runs, one DVC stage each): prepared, renders, detections, results, report.
+# The longer `bench` target (workflow/rules/bench.smk): the ablation grid with seeds, the detector table.
 
 configfile: "params.yaml"
 
@@ -25,12 +26,17 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/bench.smk"
 
 
 rule all:
-    """Every experiment of params.yaml, evaluated, and the report."""
+    """Every experiment of params.yaml, evaluated, and the report. The checkpoints and evaluations are named
+    here too, not only as the report's inputs: a deleted results/<experiment>/ is rebuilt (and the report with
+    it) even though the report's files are newer than what is left."""
     default_target: True
     input:
+        all_checkpoints(),
+        all_metrics(),
         REPORT.values(),
 
 

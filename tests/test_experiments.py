@@ -48,7 +48,8 @@ def test_a_good_experiment_is_read_with_defaults_and_layout(tmp_path):
     assert (a.task, a.optimizer, a.schedule, a.max_norm, a.select) == ("lifting", "adam", {"gamma": 1.0, "every": 1},
                                                                         None, "best")
     assert a.options == {"window": 1, "flip_augment": False, "flip_test": False, "validation_frames": 20000,
-                         "windows_per_epoch": None}  # the lifting task's keys and defaults
+                         "windows_per_epoch": None, "loss_scaled_gradient": False,
+                         "evaluation_root": "aligned"}  # the lifting task's keys and defaults
     assert b.lr == 1e-4  # PyYAML reads "1e-4" as a string; it is accepted as a number
     assert (b.init, b.freeze, b.schedule) == ({"": 1}, ["blocks"], {"gamma": 0.96, "every": 4})
     assert exp.dataset.validation_split == "test" and exp.dataset.options == {"source": "somewhere"}
@@ -82,14 +83,21 @@ def test_every_repository_experiment_is_valid():
                     model = MODELS[stage.model.cls](**stage.model.args)
             except (RuntimeError, NotImplementedError):  # a constructor that needs real values
                 model = MODELS[stage.model.cls](**stage.model.args)
-            if stage.task == "lifting":
+            if stage.task in ("lifting", "image_lifting"):  # 3D: the lifting contract
                 assert getattr(model, "output_frames", None) in ("centre", "all"), stage.model.cls
             else:  # a 2D detector: its task's (heatmaps) targets
                 assert stage.task == "heatmaps" and model.heatmap_sigmas, stage.model.cls
             for sub in [*stage.init, *stage.freeze]:
                 submodule(model, sub, "params.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert set(Workflow(params, REPO / "params.yaml").network_detectors()) == {"hrnet-att-cpu"}
+    wf = Workflow(params, REPO / "params.yaml")
+    assert set(wf.network_detectors()) == {"hrnet-att-cpu", "hrnet-cpu", "cpn-cpu"}
+    for name, network in wf.network_detectors().items():
+        assert wf.experiment(network["experiment"]).task == "heatmaps", name
+    # every bench run parses (seeded runs included), and `all` builds none of the bench-only experiments
+    runs = wf.bench_selected()
+    assert len(runs) == len(set(runs)) and all(wf.experiment(run).stages for run in runs)
+    assert not [n for n in wf.selected() if wf.experiment(n).bench_only]
 
 
 BAD = [

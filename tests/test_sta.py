@@ -10,8 +10,8 @@ from torch.nn import functional as F
 from poselift.errors import InputError
 from poselift.lifting.layers import count_parameters
 from poselift.lifting.losses import LOSSES
-from poselift.lifting.sta import (AFTER_MLP, AFTER_MSA, BEFORE_MSA, Block, ConvAttention, PoseFormer, STAEstimator,
-                                  convert_official_state_dict)
+from poselift.lifting.sta import (AFTER_MLP, AFTER_MSA, BEFORE_MSA, IN_MLP, Block, ConvAttention, PoseFormer,
+                                  STAEstimator, convert_official_state_dict)
 from poselift.models import MODELS
 
 TINY = dict(num_joints=17, embed_dim_ratio=8, depth=2, num_heads=2, drop_path_rate=0.0)
@@ -241,6 +241,39 @@ def test_attention_module_position_in_block(position):
     torch.testing.assert_close(block(x), expected)
 
 
+def test_attention_module_in_the_mlp_replaces_the_activation():
+    """Eqs. 9 / 12: MLP(x) = P(x W1 + a1) W2 + a2, P the module of Eq. 8 on the MLP's hidden channels."""
+    torch.manual_seed(0)
+    block = Block(8, 2, 2.0, True, 0.0, 0.0, 0.0, kernel=5, position=IN_MLP, norm_groups=2).eval()
+    sam = block.conv_attention
+    assert sam.conv1.in_channels == 16  # the hidden width, mlp_ratio * C
+    nn.init.normal_(sam.conv2.weight)
+    x = torch.randn(4, 17, 8)
+    h = x + block.attn(block.norm1(x))
+    expected = h + block.mlp.fc2(sam(block.mlp.fc1(block.norm2(h))))  # no GELU outside P
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_sta_placements_both_run_and_differ():
+    torch.manual_seed(0)
+    between = STAEstimator(num_frames=9, norm_groups=2, **TINY).eval()  # default: between MSA and MLP
+    assert between.Spatial_blocks[0].position == between.blocks[0].position == AFTER_MSA
+    inside = STAEstimator(num_frames=9, norm_groups=2, sam_position=IN_MLP, tam_position=IN_MLP, **TINY).eval()
+    shared = {k: v for k, v in between.state_dict().items() if "conv_attention" not in k}
+    inside.load_state_dict(shared, strict=False)
+    for model in (between, inside):  # give both modules the same non-zero kernels where shapes allow
+        for m in model.modules():
+            if isinstance(m, ConvAttention):
+                nn.init.constant_(m.conv2.weight, 0.3)
+    x = torch.randn(2, 9, 17, 2)
+    a, b = between(x)["pose_3d"], inside(x)["pose_3d"]
+    assert a.shape == b.shape == (2, 1, 17, 3) and torch.isfinite(b).all()
+    assert not torch.allclose(a, b, atol=1e-4)
+    assert inside.blocks[0].conv_attention.conv1.in_channels == 2 * 17 * 8  # TAM on the hidden channels
+    with pytest.raises(ValueError, match="position"):
+        STAEstimator(num_frames=9, norm_groups=2, sam_position=4, **TINY)
+
+
 # --- training and the loss (Eqs. 13-15) ------------------------------------------------------------------
 
 
@@ -255,7 +288,8 @@ def test_sta_overfits_a_small_batch(stage_losses):
     model = STAEstimator(num_frames=9, num_joints=17, embed_dim_ratio=16, depth=2, num_heads=4, norm_groups=4,
                          drop_path_rate=0.0)
     x = torch.randn(4, 9, 17, 2) * 0.5
-    batch = {"targets_3d": torch.randn(4, 1, 17, 3) * 0.2}
+    frames = x @ torch.randn(2, 3) * 0.2  # Eq. 13: every window frame has a 3D target (here a function of its 2D)
+    batch = {"targets_3d": frames[:, 4:5], "targets_3d_frames": frames}
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(250):
@@ -272,16 +306,28 @@ def test_sta_loss_by_hand(stage_losses):
     target = torch.zeros(2, 1, 17, 3)
     pose = torch.zeros(2, 1, 17, 3)
     pose[0, 0, 0] = torch.tensor([3.0, 4.0, 0.0])  # one joint 5 m off
-    spatial = torch.full((2, 3, 17, 3), 100.0)  # frames 0 and 2 have no seq2frame target: ignored
+    spatial = torch.full((2, 3, 17, 3), 100.0)  # frames 0 and 2: only the centre-frame reading ignores them
     spatial[:, 1] = 0.0
     spatial[1, 1, 2] = torch.tensor([0.0, 0.0, 2.0])  # centre frame: one joint 2 m off
-    out, batch = {"pose_3d": pose, "pose_3d_spatial": spatial}, {"targets_3d": target}
+    frames = torch.zeros(2, 3, 17, 3)  # the 3D of every window frame (Eq. 13 sums over the M frames)
+    frames[:, [0, 2]] = 100.0
+    frames[0, 0, 3, 0] = 96.0  # frame 0 of window 0: one joint 4 m off, all other joints exact
+    frames[1, 2, 7, 1] = 100.0 + 3.0  # frame 2 of window 1: one joint 3 m off
+    out = {"pose_3d": pose, "pose_3d_spatial": spatial}
+    batch = {"targets_3d": target, "targets_3d_frames": frames}
     weights = stage_losses("sta-h36m", "sta")  # the paper gives no lambdas: 1 and 1 in both experiments
     assert weights == stage_losses("sta-cpu", "sta") == {"sta_spatial": 1.0, "sta_temporal": 1.0}
-    assert sta_loss(out, batch, weights).item() == pytest.approx((2 + 5) / 34)
+    spatial_by_hand = (4 + 2 + 3) / (2 * 3 * 17)  # mean over B = 2 windows, M = 3 frames, J = 17 joints
+    assert sta_loss(out, batch, weights).item() == pytest.approx(spatial_by_hand + 5 / 34)
     weights = {"sta_spatial": 0.5, "sta_temporal": 2.0}
-    assert sta_loss(out, batch, weights).item() == pytest.approx(0.5 * 2 / 34 + 2.0 * 5 / 34)
-    assert LOSSES["sta_spatial"](out, {"targets_3d": target[:, 0]}).item() == pytest.approx(2 / 34)  # (B, 17, 3)
+    assert sta_loss(out, batch, weights).item() == pytest.approx(0.5 * spatial_by_hand + 2.0 * 5 / 34)
+    masked = {**batch, "mask_frames": torch.tensor([[False, True, True], [True, True, True]])}
+    assert LOSSES["sta_spatial"](out, masked).item() == pytest.approx((2 + 3) / (5 * 17))  # 5 valid frames
+    with pytest.raises(ValueError, match="targets_3d_frames"):  # the centre frame alone is not Eq. 13
+        LOSSES["sta_spatial"](out, {"targets_3d": target})
+    # the centre-frame-only reading, kept as sta_spatial_centre
+    assert LOSSES["sta_spatial_centre"](out, {"targets_3d": target}).item() == pytest.approx(2 / 34)
+    assert LOSSES["sta_spatial_centre"](out, {"targets_3d": target[:, 0]}).item() == pytest.approx(2 / 34)
     # T target frames (seq2seq batches): every frame counts, masked frames do not
     seq = {"targets_3d": torch.zeros(2, 3, 17, 3), "mask": torch.tensor([[False, True, True], [False, True, False]])}
     spatial[0, 2] = 0.0

@@ -347,3 +347,63 @@ def test_per_epoch_subset_is_fresh_each_epoch_and_covers_the_windows(toy):
         seen.append(set(epoch.tolist()))
     assert seen[0] != seen[1]  # a new subset each epoch
     assert set().union(*seen) == set(range(len(windows)))  # every window is drawn over the epochs
+
+
+# --- flip="both": the official generators' epoch (every window plain and mirrored) ---------------------------
+
+@pytest.mark.parametrize("kind", ["frame", "sequence"])
+def test_both_puts_every_window_twice_an_epoch_once_mirrored(toy, kind):
+    _, _, views = toy
+    w = frame_windows(views, 5) if kind == "frame" else sequence_windows(views, 4)
+    b = Batches(views, w, batch_size=7, seed=3, flip="both")
+    plain = Batches(views, w, shuffle=False)
+    assert len(b) == -(-2 * len(w) // 7)  # 2N samples an epoch
+    orders = []
+    for _ in range(2):
+        batches = list(b)
+        assert len(batches) == len(b)
+        windows = np.concatenate([x["window"] for x in batches])
+        flipped = np.concatenate([x["flipped"] for x in batches])
+        assert len(windows) == 2 * len(w)
+        assert np.array_equal(np.bincount(windows, minlength=len(w)), np.full(len(w), 2))  # each exactly twice
+        assert np.array_equal(np.bincount(windows[flipped], minlength=len(w)), np.ones(len(w)))  # once mirrored
+        assert flipped[:len(w)].any() and not flipped[:len(w)].all()  # the two copies are shuffled together
+        for x in batches:  # the mirrored copy is the plain one with x -> -x and left/right swapped
+            ref, f = plain.batch(x["window"]), x["flipped"]
+            for key in ("inputs_2d", "targets_3d"):
+                assert np.array_equal(x[key][~f], ref[key][~f])
+                assert np.array_equal(x[key][f], flip_poses(ref[key][f]))
+            assert np.array_equal(x["scores"][f], ref["scores"][f][..., H36M17.flip_permutation])
+        orders.append(windows)
+    assert not np.array_equal(orders[0], orders[1])  # a new order every epoch
+    again = Batches(views, w, batch_size=7, seed=3, flip="both")
+    assert np.array_equal(np.concatenate([x["window"] for x in again]), orders[0])  # reproducible from the seed
+
+
+def test_both_with_windows_per_epoch_draws_that_many_windows_twice(toy):
+    _, _, views = toy
+    w = frame_windows(views, 3)
+    b = Batches(views, w, batch_size=4, seed=1, flip="both", per_epoch=5)
+    assert len(b) == 3  # 10 samples
+    batches = list(b)  # one epoch
+    windows = np.concatenate([x["window"] for x in batches])
+    flipped = np.concatenate([x["flipped"] for x in batches])
+    assert len(np.unique(windows)) == 5 and len(windows) == 10
+    assert sorted(windows[flipped]) == sorted(windows[~flipped]) == sorted(np.unique(windows))
+    with pytest.raises(ValueError, match="flip"):
+        Batches(views, w, flip="twice")
+
+
+def test_frame_targets_give_every_window_row_its_3d(toy):
+    _, _, views = toy
+    w = frame_windows(views, 5)
+    sel = np.arange(len(w))
+    flips = np.arange(len(w)) % 2 == 1
+    batch = Batches(views, w, shuffle=False, frame_targets=True).batch(sel, flips)
+    rows = w.rows(sel)
+    expected = views.targets_3d[rows]
+    expected[flips] = flip_poses(expected[flips])
+    assert np.array_equal(batch["targets_3d_frames"], expected)
+    assert np.array_equal(batch["targets_3d_frames"][:, 2], batch["targets_3d"])  # the centre row is the target
+    assert np.array_equal(batch["mask_frames"], views.valid[rows])
+    assert "targets_3d_frames" not in Batches(views, w, shuffle=False).batch(sel)

@@ -354,3 +354,52 @@ def test_snakemake_plans_the_image_chain(tmp_path):
     proc = snakemake(root, "-n", "all")
     assert "`all` leaves out det, lift: params.yaml does not set render.tiny" in proc.stdout
     assert "results/det" not in proc.stdout and "data/renders" not in proc.stdout
+
+
+def test_bench_runs_each_experiment_with_seeds_and_all_leaves_bench_only_ones_out():
+    p = params()
+    p["experiments"]["ablation"] = {"dataset": "bandai-cpu", "detector": "synthetic", "stages": [STAGE1, STAGE2],
+                                    "bench_only": True}
+    p["bench"] = {"seeds": 3, "experiments": ["two", "ablation"]}
+    wf = Workflow(p)
+    assert wf.selected() == ["two", "own"]  # `all` (make run): no bench-only experiment, no seeded run
+    assert wf.bench_selected() == ["two", "two-seed1", "two-seed2", "ablation", "ablation-seed1", "ablation-seed2"]
+    # run k: every stage's seed + k, the rest identical; its checkpoints are its own
+    base, run = wf.experiment("ablation"), wf.experiment("ablation-seed2")
+    assert [s.seed for s in base.stages] == [0, 0] and [s.seed for s in run.stages] == [2, 2]
+    assert run.base == "ablation" and run.seed_offset == 2 and run.bench_only
+    assert wf.stage_config("ablation-seed2", 2) == {**wf.stage_config("ablation", 2), "seed": 2}
+    assert wf.init_args("ablation-seed2", 2) == "--init 1=results/ablation-seed2/stage1/checkpoint.pt"
+    assert "results/ablation-seed1/evaluation/metrics.json" in wf.bench_metrics()
+    assert "results/own/evaluation/metrics.json" in wf.bench_metrics()  # the bench report shows `all` too
+    with pytest.raises(InputError, match=r"no experiment 'two-seed3'.*bench.seeds"):
+        wf.experiment("two-seed3")  # only seeds 0..2 exist
+
+    p["bench"]["experiments"] = ["two"]  # a bench-only experiment nothing builds is a mistake
+    with pytest.raises(InputError, match=r"experiments.ablation.bench_only: the experiment is not listed"):
+        Workflow(p).bench_selected()
+    p["bench"] = {"seeds": 2, "experiments": ["two", "typo"]}
+    with pytest.raises(InputError, match=r"bench.experiments: no experiment 'typo'"):
+        Workflow(p).bench_selected()
+
+
+def test_snakemake_plans_the_bench_target(tmp_path):
+    """A real dry run of `bench`: `all`, plus each bench experiment's seeded runs trained from their own
+    stage I, evaluated, and the bench report over all of them."""
+    from test_workflow import dry_run, find
+    from workflow_project import TINY_EXPERIMENT, make_project, tiny_params, write_params
+
+    root = make_project(tmp_path / "p", {"two": TINY_EXPERIMENT})
+    p = tiny_params({"two": TINY_EXPERIMENT, "abl": {**TINY_EXPERIMENT, "bench_only": True}})
+    write_params(root, {**p, "bench": {"seeds": 2, "experiments": ["two", "abl"]}})
+    jobs = dry_run(root, "bench")
+    trained = sorted((j["wildcards"]["experiment"], j["wildcards"]["stage"]) for j in jobs if j["rule"] == "train")
+    assert trained == [(e, s) for e in ("abl", "abl-seed1", "two", "two-seed1") for s in ("1", "2")]
+    assert "--init 1=results/abl-seed1/stage1/checkpoint.pt" in find(jobs, "train", experiment="abl-seed1",
+                                                                    stage="2")["shell"]
+    report = find(jobs, "bench_report")
+    assert report["output"] == ["reports/bench/bench.md", "reports/bench/bench.html", "reports/bench/bench_ablations.png"]
+    assert ("--experiment two --experiment mean-pose@tiny --experiment two-seed1 --experiment abl "
+            "--experiment abl-seed1 --bench params.yaml" in report["shell"])
+    assert find(jobs, "report")  # `all`'s report too
+    assert "abl" not in find(jobs, "report")["shell"]

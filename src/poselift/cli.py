@@ -9,12 +9,12 @@ import sys
 import threading
 
 from poselift import __version__
-from poselift.commands import (baseline, crops, detect, evaluate, import_checkpoint, import_detections, info,
+from poselift.commands import (baseline, crops, demo, detect, evaluate, import_checkpoint, import_detections, info,
                                metrics, prepare, render, report, train)
 from poselift.errors import InputError
 
 COMMANDS = (prepare, import_detections, info, render, crops, detect, baseline, metrics, train, evaluate, import_checkpoint,
-            report)
+            report, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,10 +12,14 @@ from pathlib import Path
 import numpy as np
 
 
-def write_evaluation(out: Path, pred: np.ndarray, views, pck_joints: str = "all", inputs: dict | None = None) -> dict:
+def write_evaluation(out: Path, pred: np.ndarray, views, pck_joints: str = "all", inputs: dict | None = None,
+                     root: str = "aligned") -> dict:
     """Score ``pred`` (N, 17, 3) mm against the valid frames of ``views`` and write every file; returns metrics.
 
     ``pck_joints``: "all" 17 joints, or "mpi-inf-3dhp" for the 14 of the 3DHP evaluation (3D-PCK and AUC).
+    ``root``: "aligned" (Protocol 1) or "gt-only" (MixSTE's official evaluation: MPJPE and its per-joint,
+    per-group and per-action tables with only the ground truth's root at 0; :func:`poselift.metrics.evaluate`),
+    recorded in metrics.json as ``root``.
     """
     from poselift.io import write_json, write_npz
     from poselift.metrics import MPI_INF_3DHP_EVAL_JOINTS, evaluate, format_table
@@ -26,7 +30,7 @@ def write_evaluation(out: Path, pred: np.ndarray, views, pck_joints: str = "all"
     actions = [views.actions[a] for a in views.action[keep]]
     sequences = views.view[keep].tolist()
     joints = MPI_INF_3DHP_EVAL_JOINTS if pck_joints == "mpi-inf-3dhp" else None
-    result = evaluate(pred, gt, actions=actions, sequences=sequences, pck_joints=joints)
+    result = evaluate(pred, gt, actions=actions, sequences=sequences, pck_joints=joints, root=root)
     result["pck_joints"] = pck_joints
     result["inputs"] = {"pred": str(out / "predictions.npz"), "gt": str(out / "targets.npz"),
                         "actions": str(out / "actions.json"), "sequences": str(out / "sequences.json"),
@@ -34,7 +38,7 @@ def write_evaluation(out: Path, pred: np.ndarray, views, pck_joints: str = "all"
     print(format_table(result))
     write_json(out / "metrics.json", result)
     write_per_action_csv(out / "per_action.csv", result)
-    write_json(out / "per_group.json", per_group(pred, gt))
+    write_json(out / "per_group.json", per_group(pred, gt, root))
     write_npz(out / "targets.npz", poses_3d=gt)
     write_json(out / "actions.json", actions)
     write_json(out / "sequences.json", sequences)
@@ -60,12 +64,13 @@ def write_per_action_csv(path: Path, result: dict) -> None:
         tmp.write_text(buf.getvalue())
 
 
-def per_group(pred, gt) -> dict:
-    """MPJPE and P-MPJPE (mm) per distance-to-pelvis joint group (POT Fig. 3 groups, its Fig. 4 analysis)."""
+def per_group(pred, gt, root: str = "aligned") -> dict:
+    """MPJPE and P-MPJPE (mm) per distance-to-pelvis joint group (POT Fig. 3 groups, its Fig. 4 analysis);
+    ``root`` as in :func:`write_evaluation` (MPJPE only)."""
     from poselift.metrics import joint_errors, procrustes_joint_errors
     from poselift.skeleton import H36M17, POT_GROUP_NAMES, POT_GROUPS
 
-    e1, e2 = joint_errors(pred, gt), procrustes_joint_errors(pred, gt)
+    e1, e2 = joint_errors(pred, gt, root), procrustes_joint_errors(pred, gt)
     return {
         "frames": int(len(pred)),
         "joints": {name: [H36M17.names[j] for j in range(17) if POT_GROUPS[j] == g]

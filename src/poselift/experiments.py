@@ -32,7 +32,8 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from poselift.errors import InputError
@@ -150,6 +151,9 @@ class Experiment:
     detector: str
     stages: tuple[Stage, ...]
     params_path: Path
+    base: str = ""  # the experiment of params.yaml this run is (itself, or "<base>" of a run "<base>-seed<k>")
+    seed_offset: int = 0  # k of a seeded run: every stage's seed + k
+    bench_only: bool = False  # built by the `bench` target only, not by `all`
 
     @property
     def task(self) -> str:
@@ -201,6 +205,8 @@ def read_params(path: str | os.PathLike = PARAMS) -> dict:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise InputError(path, f"not valid YAML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not a UTF-8 text file ({e})") from None
     if not isinstance(data, dict):
         raise InputError(path, "expected a mapping of sections at the top level")
     return data
@@ -215,12 +221,16 @@ def parse_experiment(params: dict, name: str, path: str | os.PathLike = PARAMS) 
     """Check experiment ``name`` of an already-read params dict (``path`` names it in errors)."""
     path = Path(path)
     check = _Checker(path)
-    experiments = check.mapping(params.get("experiments"), "experiments")
-    if name not in experiments:
-        raise InputError(path, f"experiments: no experiment '{name}' (known: {', '.join(experiments) or 'none'})")
-    where = f"experiments.{name}"
-    exp = check.mapping(experiments[name], where)
-    check.keys(exp, where, required=("dataset", "stages"), optional=("detector",))
+    experiments = check.section(params, "experiments")
+    base, offset = split_seed_run(name)
+    if base not in experiments or (offset and offset >= bench_seeds(params, path)):
+        raise InputError(path, f"experiments: no experiment '{name}'{did_you_mean(name, experiments)} "
+                               f"(known: {', '.join(experiments) or 'none'}"
+                               f"{SEED_RUNS_HELP if offset else ''})")
+    where = f"experiments.{base}"
+    exp = check.mapping(experiments[base], where)
+    check.keys(exp, where, required=("dataset", "stages"), optional=("detector", "bench_only"))
+    bench_only = check.boolean(exp.get("bench_only", False), f"{where}.bench_only")
     dataset = _dataset(check, params, exp["dataset"], f"{where}.dataset")
     # the 2D a lifting experiment lifts (default: the prepared file's own); image tasks read pixels instead
     detector = check.string(exp.get("detector", OWN_2D), f"{where}.detector")
@@ -229,29 +239,98 @@ def parse_experiment(params: dict, name: str, path: str | os.PathLike = PARAMS) 
         raise InputError(path, f"{where}.stages: expected a non-empty list of stages")
     stages: list[Stage] = []
     for number, raw in enumerate(stages_raw, 1):
-        stages.append(_stage(check, params, raw, number, f"{where}.stages[{number}]"))
-    return Experiment(name=name, dataset=dataset, detector=detector, stages=tuple(stages), params_path=path)
+        stage = _stage(check, params, raw, number, f"{where}.stages[{number}]")
+        stages.append(replace(stage, seed=stage.seed + offset))
+    return Experiment(name=name, dataset=dataset, detector=detector, stages=tuple(stages), params_path=path,
+                      base=base, seed_offset=offset, bench_only=bench_only)
 
 
 def experiment_names(path: str | os.PathLike = PARAMS, params: dict | None = None) -> list[str]:
     """The experiments of params file ``path`` (or of the already-read ``params``), in file order."""
     params = read_params(path) if params is None else params
-    return list(_Checker(Path(path)).mapping(params.get("experiments"), "experiments"))
+    return list(_Checker(Path(path)).section(params, "experiments"))
+
+
+# --- seeded runs and the bench section ------------------------------------------------------------------------
+#
+# params.yaml's ``bench`` section lists what the longer `bench` target runs (the ablation grid, the detector
+# table, the Lifting-by-Image sweeps)::
+#
+#     bench:
+#       seeds: 3                         # runs per experiment: <name>, <name>-seed1, <name>-seed2
+#       experiments: [pot-b, pot-b-mhsa, ...]   # each run `seeds` times
+#       once: [hrnet-cpu]                # run once (e.g. the 2D detectors whose outputs the grid lifts)
+#       ablations: [...]                 # rows of the report's ablation table (poselift report --bench)
+#       detector_table: {...}            # the attention paper's Table V
+#
+# Run ``<name>-seed<k>`` is experiment ``<name>`` with every stage's seed increased by k, so run k of every
+# experiment shares its seeds, and the same run gives the same numbers. Experiments with ``bench_only: true``
+# are built by `bench` alone; `all` (make run) builds the others.
+
+SEED_RUN = re.compile(r"^(.+)-seed([1-9][0-9]*)$")
+SEED_RUNS_HELP = "; <name>-seed<k> is run k of <name>, for k < bench.seeds"
+BENCH_KEYS = ("seeds", "experiments", "once", "ablations", "detector_table", "tables")
+
+
+def split_seed_run(name: str) -> tuple[str, int]:
+    """"pot-b-seed2" -> ("pot-b", 2); a plain name -> (name, 0)."""
+    m = SEED_RUN.match(name)
+    return (m.group(1), int(m.group(2))) if m else (name, 0)
+
+
+def bench_section(params: dict, path: str | os.PathLike = PARAMS) -> dict:
+    """params.yaml ``bench`` checked: {"seeds": int >= 1, "experiments": [names of the experiments section]}
+    plus the report's tables as written (``poselift report --bench`` checks those)."""
+    check = _Checker(Path(path))
+    raw = params.get("bench")
+    if raw is None:
+        return {"seeds": 1, "experiments": [], "once": []}
+    raw = check.mapping(raw, "bench")
+    check.keys(raw, "bench", required=(), optional=BENCH_KEYS)
+    seeds = check.integer(raw.get("seeds", 1), "bench.seeds", minimum=1)
+    known = check.mapping(params.get("experiments"), "experiments")
+    lists = {}
+    for key in ("experiments", "once"):
+        names = raw.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            check.fail(f"bench.{key}", "expected a list of experiment names")
+        for n in names:
+            if n not in known:
+                check.fail(f"bench.{key}", f"no experiment '{n}' in the experiments section")
+        lists[key] = list(names)
+    for n, exp in known.items():
+        if isinstance(exp, dict) and exp.get("bench_only") and n not in lists["experiments"] + lists["once"]:
+            check.fail(f"experiments.{n}.bench_only", "the experiment is not listed in bench.experiments or "
+                                                      "bench.once, so no target builds it")
+    return {**raw, "seeds": seeds, **lists}
+
+
+def bench_seeds(params: dict, path: str | os.PathLike = PARAMS) -> int:
+    return bench_section(params, path)["seeds"]
+
+
+def bench_runs(params: dict, path: str | os.PathLike = PARAMS) -> list[str]:
+    """Every run the `bench` target trains: each of bench.experiments with its seeded runs, then bench.once."""
+    section = bench_section(params, path)
+    runs = [f"{n}-seed{k}" if k else n for n in section["experiments"] for k in range(section["seeds"])]
+    return runs + [n for n in section["once"] if n not in runs]
 
 
 def _dataset(check: _Checker, params: dict, name, where: str) -> DatasetSpec:
     from poselift.data.readers import READERS
 
     name = check.string(name, where)
-    datasets = check.mapping(params.get("datasets"), "datasets")
+    datasets = check.section(params, "datasets")
     if name not in datasets:
-        raise InputError(check.path, f"{where}: unknown dataset '{name}' (datasets: {', '.join(datasets) or 'none'})")
+        raise InputError(check.path, f"{where}: unknown dataset '{name}'{did_you_mean(name, datasets)} "
+                                     f"(datasets: {', '.join(datasets) or 'none'})")
     spec = dict(check.mapping(datasets[name], f"datasets.{name}"))
     if "reader" not in spec:
         raise InputError(check.path, f"datasets.{name}: missing key 'reader'")
     reader = check.string(spec.pop("reader"), f"datasets.{name}.reader")
     if reader not in READERS:
-        raise InputError(check.path, f"datasets.{name}.reader: unknown reader '{reader}' "
+        raise InputError(check.path, f"datasets.{name}.reader: unknown reader '{reader}'"
+                                     f"{did_you_mean(reader, READERS)} "
                                      f"(known: {', '.join(sorted(READERS))})")
     split = check.string(spec.pop("validation_split", "validation"), f"datasets.{name}.validation_split")
     if split not in ("train", "validation", "test"):
@@ -266,15 +345,16 @@ def model_spec(params: dict, preset, path: Path, where: str = "model") -> ModelS
 
     check = _Checker(path)
     preset = check.string(preset, where)
-    models = check.mapping(params.get("models"), "models")
+    models = check.section(params, "models")
     if preset not in models:
-        raise InputError(path, f"{where}: unknown model preset '{preset}' (models: {', '.join(models) or 'none'})")
+        raise InputError(path, f"{where}: unknown model preset '{preset}'{did_you_mean(preset, models)} "
+                               f"(models: {', '.join(models) or 'none'})")
     args = dict(check.mapping(models[preset], f"models.{preset}"))
     if "class" not in args:
         raise InputError(path, f"models.{preset}: missing key 'class'")
     cls = check.string(args.pop("class"), f"models.{preset}.class")
     if cls not in MODELS:
-        raise InputError(path, f"models.{preset}.class: unknown model class '{cls}' "
+        raise InputError(path, f"models.{preset}.class: unknown model class '{cls}'{did_you_mean(cls, MODELS)} "
                                f"(known: {', '.join(sorted(MODELS)) or 'none'})")
     check_model_args(MODELS[cls], args, path, f"models.{preset}")
     return ModelSpec(preset=preset, cls=cls, args=args)
@@ -291,8 +371,8 @@ def check_model_args(factory, args: dict, path, where: str) -> None:
         return
     for key in args:
         if key not in params:
-            raise InputError(path, f"{where}.{key}: not an argument of {getattr(factory, '__name__', factory)} "
-                                   f"(arguments: {', '.join(params)})")
+            raise InputError(path, f"{where}.{key}: not an argument of {getattr(factory, '__name__', factory)}"
+                                   f"{did_you_mean(key, params)} (arguments: {', '.join(params)})")
     for key, p in params.items():
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and key not in args:
             raise InputError(path, f"{where}: missing key '{key}' (a required argument of "
@@ -334,7 +414,8 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage
         raise InputError(check.path, f"{where}.losses: no loss terms")
     for term, weight in losses.items():
         if term not in task.losses:
-            raise InputError(check.path, f"{where}.losses: unknown loss term '{term}' of task {task_name} "
+            raise InputError(check.path, f"{where}.losses: unknown loss term '{term}' of task {task_name}"
+                                         f"{did_you_mean(term, task.losses)} "
                                          f"(known: {', '.join(sorted(task.losses))})")
         check.number(weight, f"{where}.losses.{term}")
     s["losses"] = {str(k): float(v) for k, v in losses.items()}
@@ -354,6 +435,16 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage
     return Stage(number=number, model=model, options=options, **{k: v for k, v in s.items() if k != "model"})
 
 
+def did_you_mean(word, choices) -> str:
+    """"; did you mean 'x'?" naming the valid choice closest to a misspelt ``word`` (difflib), or ""."""
+    import difflib
+
+    choices = [str(c) for c in choices]
+    swapped = [c for c in choices if sorted(c) == sorted(str(word))]  # letters swapped: 'mpjep' is 'mpjpe'
+    close = swapped or difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 class _Checker:
     """Type checks that raise one-line InputErrors naming the params file and the key."""
 
@@ -370,14 +461,25 @@ class _Checker:
             self.fail(where, f"expected a mapping, got {type(value).__name__}")
         return value
 
+    def section(self, params: dict, name: str) -> dict:
+        """The top-level section ``name``; when it is absent, a misspelt one is named with ``name``."""
+        if params.get(name) is None:
+            import difflib
+
+            typo = difflib.get_close_matches(name, [str(k) for k in params], n=1, cutoff=0.6)
+            if typo and typo[0] != name:
+                self.fail(typo[0], f"unknown section; did you mean '{name}'?")
+        return self.mapping(params.get(name), name)
+
     def keys(self, d: dict, where: str, required, optional) -> None:
+        known = set(required) | set(optional)
+        for key in d:  # unknown keys first: a typo is reported as itself, not as the key it misses
+            if key not in known:
+                self.fail(f"{where}.{key}", f"unknown key{did_you_mean(key, known)} "
+                                            f"(known: {', '.join(sorted(known))})")
         for key in required:
             if key not in d:
                 self.fail(where, f"missing key '{key}'")
-        known = set(required) | set(optional)
-        for key in d:
-            if key not in known:
-                self.fail(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
 
     def string(self, value, where: str) -> str:
         if not isinstance(value, str) or not value:
@@ -410,5 +512,5 @@ class _Checker:
 
     def choice(self, value, where: str, choices) -> str:
         if value not in choices:
-            self.fail(where, f"expected one of {', '.join(choices)}, got {value!r}")
+            self.fail(where, f"expected one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}")
         return value

@@ -7,7 +7,9 @@ interrupted or failed command never leaves a partial file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -38,10 +40,31 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     os.umask(umask)
     tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except OSError as e:
+            if write_failure(e) is None:
+                raise
+            raise InputError(path, f"cannot be written ({write_failure(e)}); the previous file, if any, is kept") \
+                from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
+def write_failure(error: BaseException | None) -> str | None:
+    """The ``strerror`` of a disk-full or write error (ENOSPC, EDQUOT, EFBIG, EIO, EROFS) found in ``error`` or
+    the exceptions it was raised from or during (torch wraps a failed write in a RuntimeError), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            return error.strerror or os.strerror(error.errno)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -76,7 +99,35 @@ def open_npz(path: str | os.PathLike, allow_pickle: bool = False) -> np.lib.npyi
         raise InputError(path, f"not a readable .npz archive ({type(e).__name__}: {e})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise InputError(path, "holds a single array, expected an .npz archive")
+    try:
+        check_npz_sizes(data.zip, path)
+    except BaseException:
+        data.close()
+        raise
     return data
+
+
+def check_npz_sizes(archive: zipfile.ZipFile, path: str | os.PathLike) -> None:
+    """Refuse, before anything is allocated, an ``.npy`` member whose header declares more bytes than the
+    member holds (a tiny file claiming terabytes), or whose header is unreadable."""
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        key = info.filename[:-4]
+        try:
+            with archive.open(info) as fp:
+                version = np.lib.format.read_magic(fp)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(fp) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(fp))
+                header = fp.tell()
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise InputError(path, f"key '{key}' is unreadable ({type(e).__name__}: {e})") from None
+        if dtype.hasobject:
+            continue  # pickled objects: refused when read (no allow_pickle), nothing to size
+        declared = math.prod(shape) * dtype.itemsize
+        if declared > info.file_size - header:
+            raise InputError(path, f"key '{key}' declares shape {tuple(shape)} ({declared:,} bytes) but holds "
+                                   f"{max(info.file_size - header, 0):,} bytes")
 
 
 def npz_array(data: np.lib.npyio.NpzFile, key: str, path: str | os.PathLike):
@@ -106,9 +157,27 @@ def read_h5_dataset(f: h5py.File, key: str, path: str | os.PathLike, dtype=np.fl
     if not isinstance(obj, h5py.Dataset):
         raise InputError(path, f"missing dataset '{key}' (has: {', '.join(sorted(f.keys())) or 'nothing'})")
     try:
-        return np.asarray(obj[()], dtype=dtype)
+        return np.asarray(read_dataset(obj, path), dtype=dtype)
     except (OSError, ValueError, TypeError) as e:
         raise InputError(path, f"dataset '{key}' is unreadable ({type(e).__name__}: {e})") from None
+
+
+# gzip, HDF5's strongest standard filter, compresses at most ~1032:1; a dataset may also hold a small
+# unwritten tail (fill values). Anything declaring more than this is not data a file of its size can hold.
+MAX_COMPRESSION = 1100
+SMALL_DATASET = 1 << 20
+
+
+def read_dataset(obj: h5py.Dataset, path: str | os.PathLike, index=()) -> np.ndarray:
+    """``obj[index]`` after checking that the dataset's declared size is one the file can hold: a few KB of
+    file declaring terabytes (unwritten chunks read as fill values) is refused before anything is allocated."""
+    declared = int(obj.size or 0) * obj.dtype.itemsize
+    if declared > SMALL_DATASET:
+        stored = obj.id.get_storage_size()
+        if declared > MAX_COMPRESSION * stored + SMALL_DATASET:
+            raise InputError(path, f"dataset '{obj.name}' declares shape {obj.shape} ({declared:,} bytes) but its "
+                                   f"file stores {stored:,} bytes for it")
+    return obj[index]
 
 
 def check_finite(array: np.ndarray, path: str | os.PathLike, what: str) -> None:
@@ -136,7 +205,22 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        return _reconstruct_empty(found) if name == "_reconstruct" else found
+
+
+def _reconstruct_empty(reconstruct):
+    """numpy's ``_reconstruct`` for arrays numpy pickled, which always start empty (shape (0,)) and get their
+    data from ``__setstate__`` (which checks it against the shape); a pickle asking it to allocate a declared
+    shape (terabytes from a few bytes of file) is refused before anything is allocated."""
+
+    def guarded(subtype, shape, dtype):
+        size = math.prod(shape) if isinstance(shape, tuple) else shape
+        if not isinstance(size, int) or size > 1:
+            raise pickle.UnpicklingError(f"refusing to allocate an array of declared shape {shape!r}")
+        return reconstruct(subtype, shape, dtype)
+
+    return guarded
 
 
 def read_pickled_npz(path: str | Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:

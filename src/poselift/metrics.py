@@ -50,10 +50,17 @@ def root_relative(poses: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- per-joint errors (N, J), one per protocol
 
-def joint_errors(pred, gt) -> np.ndarray:
-    """(N, J) Euclidean errors after root alignment (Protocol 1)."""
+ROOTS = ("aligned", "gt-only")
+
+
+def joint_errors(pred, gt, root: str = "aligned") -> np.ndarray:
+    """(N, J) Euclidean errors after root alignment (Protocol 1). ``root="gt-only"``: only the ground truth's
+    root is moved to the origin and the prediction is taken as it is (MixSTE's official evaluation, which
+    counts the predicted root's offset in every joint's error)."""
     pred, gt = _pair(pred, gt)
-    return np.linalg.norm(root_relative(pred) - root_relative(gt), axis=-1)
+    if root not in ROOTS:
+        raise ValueError(f"root must be one of {ROOTS}, got {root!r}")
+    return np.linalg.norm((root_relative(pred) if root == "aligned" else pred) - root_relative(gt), axis=-1)
 
 
 def procrustes_align(pred, gt) -> np.ndarray:
@@ -172,7 +179,7 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else x
 
 
-def evaluate(pred, gt, actions=None, sequences=None, pck_joints=None) -> dict:
+def evaluate(pred, gt, actions=None, sequences=None, pck_joints=None, root: str = "aligned") -> dict:
     """Every metric above for H36M-17 poses (N, 17, 3) in mm, as a JSON-serialisable dict.
 
     ``actions``: an action label per frame; variants are merged (``"Directions 1"`` and ``"Directions"``
@@ -181,6 +188,9 @@ def evaluate(pred, gt, actions=None, sequences=None, pck_joints=None) -> dict:
     ``sequences``: a sequence label per frame for MPJVE. Without it the whole array is one sequence for
     MPJVE, except that a change of (unmerged) action label always ends a sequence.
     ``pck_joints``: joint indices for PCK/AUC (default all 17).
+    ``root``: "aligned" (Protocol 1) or "gt-only" (:func:`joint_errors`); it changes MPJPE and the tables
+    derived from it (per joint, per joint group, per action), not P-MPJPE, N-MPJPE, MPJVE or PCK/AUC.
+    Returned as ``result["root"]``.
     """
     pred, gt = _pair(pred, gt)
     n, j, _ = pred.shape
@@ -189,7 +199,7 @@ def evaluate(pred, gt, actions=None, sequences=None, pck_joints=None) -> dict:
     if n == 0:
         raise ValueError("no frames to evaluate")
     per_frame = {
-        "mpjpe": joint_errors(pred, gt),
+        "mpjpe": joint_errors(pred, gt, root),
         "p_mpjpe": procrustes_joint_errors(pred, gt),
         "n_mpjpe": scale_joint_errors(pred, gt),
     }
@@ -208,6 +218,7 @@ def evaluate(pred, gt, actions=None, sequences=None, pck_joints=None) -> dict:
     }
     result.update(_per_action(per_frame, vel.mean(axis=1), keep, actions, n))
     result["frames"] = int(n)
+    result["root"] = root
     return result
 
 

@@ -20,6 +20,7 @@ from poselift.detection import hrnet
 from poselift.detection.cpn import CPN
 from poselift.detection.hrnet import HRNet
 from poselift.errors import InputError
+from poselift.lifting.lbi import LBIStage1, LiftingByImage
 from poselift.lifting.martinez import LinearBaseline
 from poselift.lifting.mixste import MixSTE
 from poselift.lifting.pot import POT, POTUGRN
@@ -37,6 +38,8 @@ MODELS: dict[str, type] = {  # name -> class
     "martinez": LinearBaseline,
     "hrnet": HRNet,  # 2D detectors (task heatmaps): HRNet-W32/W48, optionally with channel attention
     "cpn": CPN,
+    "lbi-stage1": LBIStage1,  # Lifting by Image (task image_lifting): stage 1 alone (loads into LiftingByImage.stage1)
+    "lbi": LiftingByImage,
 }
 
 

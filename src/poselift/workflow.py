@@ -19,8 +19,8 @@ from pathlib import Path
 from poselift.data.readers import SOURCE_OPTIONAL
 from poselift.detection import DETECTORS
 from poselift.errors import InputError
-from poselift.experiments import (OWN_2D, baseline_name, evaluation_dir, experiment_names, parse_experiment,
-                                  prepared_path, renders_path, stage_dir)
+from poselift.experiments import (OWN_2D, baseline_name, bench_runs, evaluation_dir, experiment_names,
+                                  parse_experiment, prepared_path, renders_path, stage_dir)
 
 # The files `poselift report` writes, by role.
 REPORT = {"table": "reports/results.md", "csv": "reports/results.csv", "html": "reports/results.html",
@@ -55,8 +55,10 @@ class Workflow:
         return self.config.get("device", "auto")
 
     def names(self) -> list[str]:
-        """Every experiment of params.yaml, in file order."""
-        return experiment_names(self.params_path, self.config)
+        """Every run: the experiments of params.yaml in file order, then the bench target's seeded runs
+        (``<name>-seed<k>``, :func:`poselift.experiments.bench_runs`)."""
+        names = experiment_names(self.params_path, self.config)
+        return names + [run for run in bench_runs(self.config, self.params_path) if run not in names]
 
     def experiment(self, name: str):
         """The checked :class:`~poselift.experiments.Experiment` ``name``."""
@@ -109,12 +111,28 @@ class Workflow:
         return missing
 
     def selected(self) -> list[str]:
-        """The experiments `all` builds: every one whose data the workflow can make (see missing_data)."""
-        return [name for name in self.names() if not self.missing_data(name)]
+        """The experiments `all` builds: every one whose data the workflow can make (see missing_data), but
+        the seeded runs and the experiments marked ``bench_only``."""
+        return [name for name in experiment_names(self.params_path, self.config)
+                if not self.experiment(name).bench_only and not self.missing_data(name)]
 
-    def names_of_task(self, task: str) -> list[str]:
-        """The experiments whose last stage has task ``task`` ("lifting": 3D; "heatmaps": 2D detectors)."""
-        return [name for name in self.names() if self.experiment(name).task == task]
+    def bench_selected(self) -> list[str]:
+        """The runs the `bench` target builds: params.yaml bench.experiments x bench.seeds, those whose data
+        the workflow can make."""
+        return [name for name in bench_runs(self.config, self.params_path) if not self.missing_data(name)]
+
+    def bench_metrics(self) -> list[str]:
+        """The evaluations the bench report reads: the bench runs' and `all`'s (with their baselines)."""
+        names = self.report_names() + [n for n in self.bench_selected() if n not in self.selected()]
+        return [f"{_posix(evaluation_dir(name))}/metrics.json" for name in names]
+
+    def bench_report_names(self) -> list[str]:
+        return self.report_names() + [n for n in self.bench_selected() if n not in self.selected()]
+
+    def names_of_task(self, *tasks: str) -> list[str]:
+        """The experiments whose last stage has one of ``tasks`` ("lifting", "image_lifting": 3D; "heatmaps":
+        2D detectors)."""
+        return [name for name in self.names() if self.experiment(name).task in tasks]
 
     def network_detectors(self) -> dict:
         """params.yaml detectors.<name> blocks with ``network``: 2D by a network poselift trains,
@@ -138,6 +156,13 @@ class Workflow:
             found[name] = {"network": network, "experiment": experiment}  # checked where it is used
         return found
 
+    def feature_detectors(self) -> list[str]:
+        """The network detectors whose feature maps an experiment reads (its inputs name ``features``: Lifting
+        by Image): rule detect_images_features runs them with ``poselift detect --features``."""
+        networks = self.network_detectors()
+        return sorted({self.experiment(name).detector for name in self.names()
+                       if "features" in self.experiment_inputs(name)} & set(networks))
+
     def _network(self, detector: str) -> dict | None:
         """network_detectors()[detector] once its experiment is checked to train a 2D detector, or None."""
         network = self.network_detectors().get(detector)
@@ -151,12 +176,13 @@ class Workflow:
     @staticmethod
     def _image_free(detector: str) -> bool:
         """A detector `poselift detect` runs without images or checkpoints (gt, synthetic)."""
-        return detector in DETECTORS and not getattr(DETECTORS[detector], "reads_images", False)
+        cls = DETECTORS.get(detector)
+        return cls is not None and not getattr(cls, "reads_images", False) and not getattr(cls, "frames_only", False)
 
     def left_out_messages(self) -> list[str]:
         """One line per set of missing keys, naming the experiments `all` leaves out for lack of them."""
         left_out: dict[str, list[str]] = {}
-        for name in self.names():
+        for name in experiment_names(self.params_path, self.config):
             missing = self.missing_data(name)
             if missing:
                 left_out.setdefault(", ".join(missing), []).append(name)

@@ -24,6 +24,7 @@ init_checkpoints, init_args = wf.init_checkpoints, wf.init_args
 all_prepared, all_detections, all_checkpoints, all_metrics = (
     wf.all_prepared, wf.all_detections, wf.all_checkpoints, wf.all_metrics)
 report_names = wf.report_names
+bench_metrics, bench_report_names = wf.bench_metrics, wf.bench_report_names
 source_files, prepare_args = wf.source_files, wf.prepare_args
 all_renders, render_args, report_crops_args, report_sheets = (
     wf.all_renders, wf.render_args, wf.report_crops_args, wf.report_sheets)
@@ -31,7 +32,8 @@ imported_detections, detect_command = wf.imported_detections, wf.detect_command
 detect_inputs = lambda w: wf.detect_inputs(w.dataset, w.detector)
 # wildcard constraints: which rule makes which file
 NETWORK_DETECTORS = wf.wildcard_names(wf.network_detectors())
-LIFTING_EXPERIMENTS = wf.wildcard_names(wf.names_of_task("lifting"))
+FEATURE_DETECTORS = wf.wildcard_names(wf.feature_detectors())  # their maps feed Lifting by Image
+LIFTING_EXPERIMENTS = wf.wildcard_names(wf.names_of_task("lifting", "image_lifting"))  # 3D: the lifting files
 DETECTOR_EXPERIMENTS = wf.wildcard_names(wf.names_of_task("heatmaps"))
 
 # Fingerprint of the code each command runs: a param of its rule (see data.smk).

@@ -108,3 +108,33 @@ rule detect_images:
         runtime=240,
     shell:
         "{params.command} --out {output} > {log} 2>&1"
+
+
+ruleorder: detect_images_features > detect_images
+ruleorder: detect_images_features > detect
+
+
+rule detect_images_features:
+    """detect_images for a network detector whose image features an experiment reads (Lifting by Image, task
+    image_lifting): the same pass also writes each crop's stride-4 feature map (`poselift detect --features`)."""
+    wildcard_constraints:
+        detector=FEATURE_DETECTORS,
+    input:
+        unpack(detect_inputs),
+    output:
+        detections="data/detections/{dataset}/{detector}.h5",
+        features="data/features/{dataset}/{detector}.h5",
+    params:
+        command=lambda w: detect_command(w.dataset, w.detector),
+        code=CODE["detect"],
+    log:
+        "logs/detect/{dataset}/{detector}.log",
+    benchmark:
+        "logs/benchmarks/detect/{dataset}/{detector}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    shell:
+        "{params.command} --out {output.detections} --features {output.features} > {log} 2>&1"

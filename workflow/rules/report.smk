@@ -1,4 +1,4 @@
-# The results table and plots of every experiment (`poselift report`), also shown by
+# The results page of every experiment (`poselift report`), also shown by
 # `snakemake --report reports/report.html`. A few seconds of CPU: it runs where Snakemake runs, never as a
 # cluster job.
 
@@ -7,7 +7,9 @@ localrules:
 
 
 rule report:
-    """One table (Markdown, CSV, HTML) and one per-action MPJPE plot of every experiment's evaluation."""
+    """The tables (Markdown, CSV, HTML) of every experiment's evaluation, mean ± std over seeded runs, and the
+    figures a researcher reads: training curves, error per joint group, MPJPE per action, test frames in 3D.
+    results.html is one page with the tables and every figure embedded."""
     input:
         all_metrics(),
         all_renders(),
@@ -17,6 +19,9 @@ rule report:
         metrics=REPORT["metrics"],
         html=report(REPORT["html"], caption="../report/results.rst", category="Results"),
         plot=report(REPORT["plot"], caption="../report/per_action.rst", category="Results"),
+        training=report("reports/training.png", caption="../report/training.rst", category="Results"),
+        groups=report("reports/per_group.png", caption="../report/per_group.rst", category="Results"),
+        frames=report("reports/skeletons.png", caption="../report/skeletons.rst", category="Results"),
         sheets=report(report_sheets(), caption="../report/crops.rst", category="Rendered benchmark"),
     params:
         experiments=lambda w: " ".join(f"--experiment {name}" for name in report_names()),

@@ -5,9 +5,11 @@
 # The params carry each job's own settings (the stage's section of params.yaml with its model preset, the
 # code fingerprint), so Snakemake reruns exactly the jobs whose settings changed, and what depends on them.
 # The device is not a param: a model trained on the GPU is not rebuilt for running the CPU profile.
-# A job Snakemake runs always trains from scratch (--restart): it reruns a stage only when
-# something the stage depends on changed, or when an earlier attempt died; it declares every file of the
-# stage folder, so a failed or killed job leaves none of them behind.
+# Snakemake reruns a stage when something it depends on changed, or when an earlier attempt died; it declares
+# every file of the stage folder, so a failed or killed job leaves none of them behind. The training state is
+# mirrored each epoch outside the outputs (--keep-state .snakemake/poselift-state/...): a rerun after a killed
+# job resumes from the last finished epoch when the stage's settings and code are the same, and starts anew
+# otherwise; the state is removed when the stage completes.
 
 
 rule train:
@@ -39,7 +41,8 @@ rule train:
         "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
         " poselift train --experiment {wildcards.experiment} --stage {wildcards.stage} --params {params.params_file}"
         " {params.data} {params.init} --out results/{wildcards.experiment}/stage{wildcards.stage}"
-        " --device {DEVICE} --restart) > {log} 2>&1"
+        " --device {DEVICE} --threads {threads} --keep-state .snakemake/poselift-state/{wildcards.experiment}/stage{wildcards.stage})"
+        " > {log} 2>&1"
 
 
 rule evaluate:
@@ -76,7 +79,7 @@ rule evaluate:
         "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
         " poselift evaluate --experiment {wildcards.experiment} --params {params.params_file} {params.data}"
         " --checkpoint {input.checkpoint} --out results/{wildcards.experiment}/evaluation"
-        " --device {DEVICE}) > {log} 2>&1"
+        " --device {DEVICE} --threads {threads}) > {log} 2>&1"
 
 
 
@@ -109,7 +112,7 @@ rule evaluate_detector:
         "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
         " poselift evaluate --experiment {wildcards.experiment} --params {params.params_file} {params.data}"
         " --checkpoint {input.checkpoint} --out results/{wildcards.experiment}/evaluation"
-        " --device {DEVICE}) > {log} 2>&1"
+        " --device {DEVICE} --threads {threads}) > {log} 2>&1"
 
 localrules:
     baseline,

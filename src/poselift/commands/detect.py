@@ -11,6 +11,7 @@ defaults, equal to the repository's params.yaml, when it is not given). The netw
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from poselift.detection import DETECTORS
@@ -34,6 +35,9 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=64, help="network detectors: crops per batch (default 64)")
     p.add_argument("--no-flip-test", dest="flip_test", action="store_false",
                    help="network detectors: no flip-test averaging (default: on, as the official HRNet test)")
+    p.add_argument("--features", type=Path, metavar="OUT.h5",
+                   help="network detectors: also write each crop's stride-4 feature map of the same pass (float16, "
+                        "keyed by view and frame: poselift.data.features), the image tokens of Lifting by Image")
     p.set_defaults(run=run)
 
 
@@ -58,6 +62,8 @@ def run(args) -> int:
                                             device=args.device, batch_size=args.batch_size,
                                             flip_test=args.flip_test)
     else:
+        if args.features is not None:
+            raise InputError("--features", f"only network detectors compute feature maps, not '{args.detector}'")
         detector = DETECTORS[args.detector](args.params, args.seed)
 
     data = load_prepared(args.prepared)
@@ -66,9 +72,16 @@ def run(args) -> int:
         raise InputError(args.images, f"rendered from another prepared file than {args.prepared} (content hash)")
     det = Detections(detector=args.detector, dataset=data.dataset, prepared=content_hash(args.prepared),
                      keypoints={}, scores={}, cameras={}, params=detector.settings)
-    for seq in tqdm(data.sequences, desc=f"detect ({args.detector})", unit="seq", disable=None):
-        det.keypoints[seq.key], det.scores[seq.key] = detector(seq)
-        det.cameras[seq.key] = list(seq.cameras)
-    write_detections(args.out, det)
+    with contextlib.ExitStack() as stack:
+        if args.features is not None:  # written atomically: complete, or not at all
+            from poselift.data.features import FeatureWriter
+
+            detector.feature_sink = stack.enter_context(FeatureWriter(args.features, detector.feature_attrs()))
+        for seq in tqdm(data.sequences, desc=f"detect ({args.detector})", unit="seq", disable=None):
+            det.keypoints[seq.key], det.scores[seq.key] = detector(seq)
+            det.cameras[seq.key] = list(seq.cameras)
+        write_detections(args.out, det)
+    if args.features is not None:
+        print(f"wrote {args.features}: feature maps {list(detector.feature_sink.shape or ())} per crop")
     print(f"wrote {args.out}: {args.detector} detections for {len(data.sequences)} sequences")
     return 0

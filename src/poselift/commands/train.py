@@ -20,6 +20,10 @@ def add_parser(sub):
     p.add_argument("--init", action="append", default=[], metavar="N=PATH",
                    help="checkpoint for the stage-N source of `init` (default: stage<N>/checkpoint.pt beside --out)")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt and train from scratch")
+    p.add_argument("--keep-state", type=Path, metavar="DIR",
+                   help="mirror each epoch's last.pt and checkpoint.pt into DIR (outside the workflow's outputs, "
+                        "which Snakemake deletes when a job dies) and resume from them when --out has none and "
+                        "they were written by the same stage settings and code; DIR is removed when the stage ends")
     p.set_defaults(run=run)
 
 
@@ -34,8 +38,23 @@ def add_common(p) -> None:
     p.add_argument("--detections", help="= --input detections=PATH: detections HDF5 (default "
                                         "data/detections/<dataset>/<detector>.h5); 'none': the prepared file's own 2D")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto = cuda if available")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (default: torch's, one per core). The numbers depend on it at float "
+                        "precision, and training amplifies that: the same seed and thread count give the same bits")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
                                           "sqlite:///mlflow.db); 'off' disables tracking")
+
+
+def set_threads(args) -> None:
+    """torch's intra-op thread count from --threads (checked)."""
+    from poselift.errors import InputError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError("--threads", f"must be >= 1 (got {args.threads})")
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def data_inputs(args, experiment) -> dict:
@@ -78,9 +97,15 @@ def run(args) -> int:
             raise InputError("--init", f"expected N=PATH, got '{item}'")
         init_paths[int(number)] = Path(path)
     device = resolve_device(args.device)
+    set_threads(args)
     tracker = Tracker(experiment.name, args.tracking_uri)
+    code = ""
+    if args.keep_state is not None:  # the fingerprint of the code that trains: a kept state of other code is stale
+        from poselift.workflow import code_digest
+
+        code = code_digest("poselift.commands.train")  # = the train rule's code param
     result = train_stage(experiment, stage, inputs, out, init_paths, device, tracker, restart=args.restart,
-                         log=tqdm.write)
+                         log=tqdm.write, keep=args.keep_state, code=code)
     if not result.skipped:
         print(f"wrote {out}: {result.epochs} epochs, best {result.metric} {result.best_value:.4g} "
               f"(epoch {result.best_epoch}); checkpoint.pt = {stage.select} epoch")

@@ -144,9 +144,12 @@ class CropFile:
         """The labels and camera of one view (images not decoded: ``crops`` holds the encoded bytes)."""
         if key not in self.counts:
             raise InputError(self.path, f"no view '{key}'")
+        from poselift.io import read_dataset
+
         g = self._h5()[key]
-        arrays = {name: g[name][()] for name in ARRAYS}
-        return View(key=key, crops=list(g["crops"][()]), frames=list(g["frames"][()]) if "frames" in g else None,
+        arrays = {name: read_dataset(g[name], self.path) for name in ARRAYS}
+        return View(key=key, crops=list(read_dataset(g["crops"], self.path)),
+                    frames=list(read_dataset(g["frames"], self.path)) if "frames" in g else None,
                     camera={k: g.attrs[k] for k in g.attrs}, **arrays)
 
     def crop(self, key: str, index: int) -> np.ndarray:

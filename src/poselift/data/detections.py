@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from poselift.errors import InputError
-from poselift.io import atomic_output, check_finite, check_joints, open_h5
+from poselift.io import atomic_output, check_finite, check_joints, open_h5, read_dataset
 
 FORMAT = "poselift.detections"
 VERSION = 1
@@ -67,8 +67,8 @@ def load_detections(path: str | os.PathLike) -> Detections:
             for subject, group in f["sequences"].items():
                 for name, g in group.items():
                     key = f"{subject}/{name}"
-                    det.keypoints[key] = g["keypoints"][()]
-                    det.scores[key] = g["scores"][()]
+                    det.keypoints[key] = read_dataset(g["keypoints"], path)
+                    det.scores[key] = read_dataset(g["scores"], path)
                     det.cameras[key] = [str(c) for c in g.attrs["cameras"]]
         except (KeyError, OSError, ValueError) as e:
             raise InputError(path, f"damaged detections file ({type(e).__name__}: {e})") from None

@@ -94,7 +94,13 @@ class VideoReader:
         self._next = 1  # the frame the open capture decodes next
 
     def _open(self):
-        cap = _cv2().VideoCapture(str(self.path))
+        cv2 = _cv2()
+        previous = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a broken file is our one-line error,
+        try:                                                                # not OpenCV's log lines on stderr
+            cap = cv2.VideoCapture(str(self.path))
+        finally:
+            cv2.utils.logging.setLogLevel(previous)
         if not cap.isOpened():
             raise InputError(self.path, "not a video OpenCV can decode (cv2.VideoCapture could not open it)")
         return cap
@@ -176,6 +182,9 @@ class VideoReader:
 
 
 def _cv2():
+    # FFmpeg logs a damaged video's problems ("moov atom not found", decode errors) straight to stderr; the
+    # reader reports them as one InputError. Read when OpenCV's FFmpeg backend starts; a setting given wins.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
     return cv2
@@ -280,17 +289,14 @@ def _mmpose_body3d_frames(annotations: str | os.PathLike, image_root, fmt: Keypo
     path = Path(annotations)
     if not path.is_file():
         raise InputError(path, "annotation file not found")
-    try:
-        data = np.load(path)
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(path, f"not a readable npz file ({e})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise InputError(path, "not an npz archive (expected MMPose's body3d annotation npz)")
-    missing = [k for k in ("imgname", "center", "scale", "part") if k not in data.files]
-    if missing:
-        raise InputError(path, f"no {', '.join(missing)} array (expected MMPose's body3d layout: imgname, center, "
-                               "scale, part, S)")
-    arrays = {k: data[k] for k in ("imgname", "center", "scale", "part")}
+    from poselift.io import npz_array, open_npz
+
+    with open_npz(path) as data:  # sizes checked, no pickles: a truncated or hostile file is one line
+        missing = [k for k in ("imgname", "center", "scale", "part") if k not in data.files]
+        if missing:
+            raise InputError(path, f"no {', '.join(missing)} array (expected MMPose's body3d layout: imgname, "
+                                   "center, scale, part, S)")
+        arrays = {k: npz_array(data, k, path) for k in ("imgname", "center", "scale", "part")}
     names, part = arrays["imgname"], np.asarray(arrays["part"], dtype=np.float64)
     if part.ndim != 3 or part.shape[1:] != (17, 3) or len(names) != len(part):
         raise InputError(path, f"'part' has shape {part.shape} for {len(names)} images, expected ({len(names)}, 17, 3)")

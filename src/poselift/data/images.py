@@ -51,7 +51,11 @@ def decode_image(data: np.ndarray, where: str | os.PathLike = "image") -> np.nda
     """The RGB uint8 (H, W, 3) image in a JPEG or PNG file's bytes; undecodable bytes -> InputError."""
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(np.asarray(data, dtype=np.uint8), dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(np.asarray(data, dtype=np.uint8), dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # e.g. a header declaring more pixels than CV_IO_MAX_IMAGE_PIXELS: refused unallocated
+        reason = str(e).strip().splitlines()[-1].split(")", 1)[-1].strip() or "OpenCV refused it"
+        raise InputError(where, f"not a decodable JPEG or PNG image ({reason})") from None
     if image is None:
         raise InputError(where, "not a decodable JPEG or PNG image")
     return image[..., ::-1].copy()

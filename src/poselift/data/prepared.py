@@ -32,7 +32,7 @@ import numpy as np
 
 from poselift.camera import Camera
 from poselift.errors import InputError
-from poselift.io import atomic_output, check_finite, check_joints, open_h5
+from poselift.io import atomic_output, check_finite, check_joints, open_h5, read_dataset
 from poselift.skeleton import H36M17
 
 FORMAT = "poselift.prepared"
@@ -169,7 +169,7 @@ def _read(f: h5py.File, path: Path) -> PreparedDataset:
                                f"(this poselift reads version {VERSION})")
     rigs: dict[str, dict[str, Camera]] = {}
     for rig, group in f.get("cameras", {}).items():
-        rigs[rig] = {name: Camera(**{k: g[k][()] for k in ("R", "T", "f", "c", "k", "p")},
+        rigs[rig] = {name: Camera(**{k: read_dataset(g[k], path) for k in ("R", "T", "f", "c", "k", "p")},
                                   width=g.attrs["width"], height=g.attrs["height"], name=name)
                      for name, g in group.items()}
     sequences = []
@@ -178,9 +178,10 @@ def _read(f: h5py.File, path: Path) -> PreparedDataset:
             sequences.append(Sequence(
                 subject=subject, name=name, action=_str(g.attrs["action"]), split=_str(g.attrs["split"]),
                 rig=_str(g.attrs["rig"]), cameras=[_str(c) for c in g.attrs["cameras"]],
-                positions_3d=g["positions_3d"][()], positions_2d=g["positions_2d"][()],
-                valid=g["valid"][()] if "valid" in g else None,
-                positions_3d_metric=g["positions_3d_metric"][()] if "positions_3d_metric" in g else None))
+                positions_3d=read_dataset(g["positions_3d"], path), positions_2d=read_dataset(g["positions_2d"], path),
+                valid=read_dataset(g["valid"], path) if "valid" in g else None,
+                positions_3d_metric=read_dataset(g["positions_3d_metric"], path) if "positions_3d_metric" in g
+                else None))
     data = PreparedDataset(dataset=_str(f.attrs["dataset"]), fps=float(f.attrs["fps"]), rigs=rigs,
                            sequences=sequences, protocol=_str(f.attrs.get("protocol", "")),
                            source=_str(f.attrs.get("source", "")),

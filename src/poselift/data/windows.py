@@ -11,7 +11,10 @@ Three steps:
    ``first[:, None] + arange(T)`` clamped to each window's view, so frames past a view's ends repeat the
    edge frame (VideoPose3D's ``np.pad(..., 'edge')``) and no window ever reads another view.
 3. :class:`Batches` shuffles windows (seeded, a new order per epoch), gathers them with array indexing and
-   flips a random half (or all) of each batch horizontally (:func:`poselift.skeleton.flip_poses`);
+   mirrors them horizontally (:func:`poselift.skeleton.flip_poses`): ``flip="both"`` puts every window in
+   each epoch twice, plain and mirrored, in one shuffled order (2N samples an epoch: the official
+   VideoPose3D / PoseFormer / MixSTE ``ChunkedGenerator`` with ``augment``); ``"random"`` mirrors each
+   window with probability 1/2 (N samples an epoch); ``"all"`` mirrors every window.
    :func:`flip_average` is test-time flip averaging.
 
 The horizontal flip is x -> -x with left/right joints swapped, on the normalised 2D (whose x = 0 is the
@@ -36,6 +39,7 @@ from poselift.errors import InputError
 from poselift.skeleton import H36M17, flip_poses
 
 ROOT = 0  # the pelvis, joint 0 of H36M17
+FLIPS = (None, "both", "random", "all")  # Batches' flip modes
 _POSE_KEYS = ("inputs_2d", "scores", "targets_3d", "trajectory")
 
 
@@ -239,22 +243,29 @@ class Batches:
       seq2seq, with ``mask`` (B, T): real, valid frames (False on edge padding and invalid frames)
     - ``view``, ``action`` (B,) ids, ``frame`` (B,) or (B, T), ``window`` (B,) window indices,
       ``flipped`` (B,) bool
+    - with ``frame_targets`` (seq2frame only): ``targets_3d_frames`` (B, T, 17, 3), the 3D of every input
+      row (mirrored with its window), and ``mask_frames`` (B, T) of rows with a valid 3D annotation: for
+      losses on every frame of a centre-frame model's window (STA's L_s, Eq. 13)
 
-    ``flip``: None; "random" (each window with probability 1/2, VideoPose3D/MixSTE training); "all".
-    ``per_epoch``: draw only this many windows per epoch (the first of that epoch's shuffled order, so every
-    window is still seen across epochs); None = all. Iterating again starts the next epoch (new order and
-    flips, reproducible from ``seed``).
+    ``flip``: None (never mirrored); "both" (every window twice an epoch, plain and mirrored, the two copies
+    shuffled independently into one order of 2N samples: the official VideoPose3D/PoseFormer/MixSTE
+    training generators); "random" (each window once, mirrored with probability 1/2: N samples an epoch);
+    "all" (every window mirrored). ``per_epoch``: draw only this many windows per epoch (the first of that
+    epoch's shuffled order, so every window is still seen across epochs; with "both" each drawn window
+    comes twice, 2 x per_epoch samples); None = all. Iterating again starts the next epoch (new order and
+    flips, reproducible from ``seed``). ``len()`` is the number of batches an epoch.
     """
 
     def __init__(self, views: Views, windows: Windows, batch_size: int = 1024, shuffle: bool = True,
                  seed: int = 0, flip: str | None = None, drop_last: bool = False, as_torch: bool = False,
-                 device=None, per_epoch: int | None = None):
-        if flip not in (None, "random", "all"):
-            raise ValueError(f"flip must be None, 'random' or 'all', got {flip!r}")
+                 device=None, per_epoch: int | None = None, frame_targets: bool = False):
+        if flip not in FLIPS:
+            raise ValueError(f"flip must be None, 'both', 'random' or 'all', got {flip!r}")
         self.views, self.windows = views, windows
         self.batch_size, self.shuffle, self.seed, self.flip = int(batch_size), shuffle, seed, flip
         self.drop_last, self.as_torch, self.device = drop_last, as_torch, device
         self.per_epoch = None if per_epoch is None else int(per_epoch)
+        self.frame_targets = bool(frame_targets)
         if self.per_epoch is not None and (self.per_epoch < 1 or not shuffle):
             raise ValueError("per_epoch needs shuffle=True and a positive count")
         self.epoch = 0
@@ -265,20 +276,36 @@ class Batches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _count(self) -> int:
+        """Samples an epoch: windows drawn (all or ``per_epoch``), twice each with ``flip="both"``."""
         n = len(self.windows)
-        return n if self.per_epoch is None else min(n, self.per_epoch)
+        n = n if self.per_epoch is None else min(n, self.per_epoch)
+        return 2 * n if self.flip == "both" else n
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         n = len(self.windows)
+        if self.flip == "both":
+            drawn = rng.permutation(n)[:self._count() // 2] if self.shuffle else np.arange(n)
+            order = np.concatenate([drawn, drawn])  # sample s < k: plain copy, s >= k: mirrored copy
+            mirrored = np.arange(len(order)) >= len(drawn)
+            if self.shuffle:
+                mix = rng.permutation(len(order))
+                order, mirrored = order[mix], mirrored[mix]
+            for b in range(len(self)):
+                part = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                yield self.batch(order[part], mirrored[part])
+            return
         order = rng.permutation(n)[:self._count()] if self.shuffle else np.arange(n)
         for b in range(len(self)):
             sel = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.batch(sel, self._flips(len(sel), rng))
 
     def _flips(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.random(n) < 0.5 if self.flip == "random" else np.full(n, self.flip == "all")
+        """Mirror flags of ``n`` windows asked for outside an epoch ("both" draws like "random" there)."""
+        if self.flip in ("random", "both"):
+            return rng.random(n) < 0.5
+        return np.full(n, self.flip == "all")
 
     def batch(self, sel: np.ndarray, flips: np.ndarray | None = None) -> dict:
         """Gather windows ``sel``, mirrored where ``flips`` is True (default: drawn per ``flip``).
@@ -301,6 +328,9 @@ class Batches:
                    window=np.asarray(sel, dtype=np.int64), flipped=flips)
         if w.kind == "sequence":
             out["mask"] = (w.first[sel, None] + np.arange(w.length) < w.hi[sel, None]) & views.valid[rows]
+        elif self.frame_targets:  # the 3D of every input row (edge rows repeat their edge frame, as the 2D)
+            out["targets_3d_frames"] = src["targets_3d"][rows + shift[:, None]]
+            out["mask_frames"] = views.valid[rows]
         if self.as_torch:
             import torch
             out = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in out.items()}

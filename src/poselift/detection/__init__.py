@@ -14,6 +14,7 @@ and run the heatmap networks (:mod:`poselift.detection.hrnet`, :mod:`poselift.de
 
 from __future__ import annotations
 
+from poselift.detection.blazepose import MediaPipeDetector
 from poselift.detection.ground_truth import GroundTruth
 from poselift.detection.network import CPNDetector, HRNetAttentionDetector, HRNetDetector
 from poselift.detection.synthetic import SyntheticDetector
@@ -24,4 +25,5 @@ DETECTORS: dict[str, type] = {  # name -> class(params_path, seed); instance(seq
     "hrnet": HRNetDetector,
     "hrnet-att": HRNetAttentionDetector,
     "cpn": CPNDetector,
+    "mediapipe": MediaPipeDetector,  # BlazePose on frames and images (poselift demo), not on prepared datasets
 }

@@ -62,6 +62,16 @@ class NetworkDetector:
                          "args": ckpt["args"], "epoch": ckpt.get("epoch"), "input_size": list(self.input_size),
                          "keypoint_format": self.keypoint_format, "flip_test": self.flip_test,
                          "images": str(images), "crops_settings": self.crops.settings}
+        self.feature_sink = None  # poselift detect --features: a FeatureWriter that gets each view's maps
+
+    def feature_attrs(self) -> dict:
+        """The features file's attributes (:mod:`poselift.data.features`) for this network's maps: the
+        high-resolution (stride-4) map the model returns as "features" (HRNet: stage 4's 1/4 branch before
+        ``final_layer``), at the input size it detects at."""
+        return {"detector": self.kind, "settings": self.settings, "stride": 4,
+                "feature_map": f"{self.settings['model']}-features-stride4", "input_size": list(self.input_size),
+                "crop_size": list(self.crops.crop_size), "crops": str(self.crops.path),
+                "prepared": self.crops.prepared}
 
     def __call__(self, sequence) -> tuple[np.ndarray, np.ndarray]:
         frames = sequence.num_frames
@@ -74,17 +84,22 @@ class NetworkDetector:
             view = self.crops.view(key)
             if len(view.frame) and (view.frame.min() < 0 or view.frame.max() >= frames):
                 raise InputError(self.crops.path, f"view '{key}': frame indices beyond the sequence's {frames}")
-            points, confidence = self.detect_view(key, view.affine)
+            taps = [] if self.feature_sink is not None else None
+            points, confidence = self.detect_view(key, view.affine, taps)
             keypoints[c, view.frame], scores[c, view.frame] = points, confidence
+            if taps:  # a view without crops has no maps
+                self.feature_sink.add(key, view.frame, np.concatenate(taps))
         return keypoints, scores
 
-    def detect_view(self, key: str, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints (N, 17, 2) in frame pixels and scores (N, 17) for the N crops of view ``key``."""
+    def detect_view(self, key: str, affines: np.ndarray, taps: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (N, 17, 2) in frame pixels and scores (N, 17) for the N crops of view ``key``; with a list
+        ``taps``, the same pass appends each batch's "features" map (unflipped, float16 numpy) to it."""
         from poselift.detection.heatmaps import predict_crops, to_frame_pixels
         from poselift.keypoint_formats import scores_to_h36m17, to_h36m17
 
         n, size = len(affines), self.batch_size
-        found = [predict_crops(self.model, np.stack([self.crops.crop(key, i) for i in range(b, min(n, b + size))]),
+        model = self.model if taps is None else _FeatureTap(self.model, taps, self.flip_test)
+        found = [predict_crops(model, np.stack([self.crops.crop(key, i) for i in range(b, min(n, b + size))]),
                                self.input_size, self.crops.crop_size, self.flip_test, self.device)
                  for b in range(0, n, size)]
         if not found:
@@ -94,6 +109,23 @@ class NetworkDetector:
         if self.keypoint_format != "h36m":  # an official COCO-17 network
             points, scores = to_h36m17(points, self.keypoint_format), scores_to_h36m17(scores, self.keypoint_format)
         return points.astype(np.float32), scores.astype(np.float32)
+
+
+class _FeatureTap:
+    """The network as :func:`~poselift.detection.heatmaps.predict_crops` calls it, keeping the "features" of
+    each batch's unflipped pass in ``taps`` (with the flip test, predict_crops calls the network twice per
+    batch, unflipped first): detection and features from one forward pass, the detections unchanged."""
+
+    def __init__(self, model, taps: list, flip: bool):
+        self.model, self.taps, self.flip, self.calls = model, taps, flip, 0
+        self.keypoint_format = getattr(model, "keypoint_format", None)
+
+    def __call__(self, images):
+        out = self.model(images)
+        if not self.flip or self.calls % 2 == 0:
+            self.taps.append(out["features"].detach().float().cpu().numpy().astype(np.float16))
+        self.calls += 1
+        return out
 
 
 def _check_joints(checkpoint, keypoint_format, num_joints) -> None:

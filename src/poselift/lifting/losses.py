@@ -116,11 +116,29 @@ def mpjve_term(out: dict, batch: dict) -> torch.Tensor:
 
 
 def sta_spatial_term(out: dict, batch: dict) -> torch.Tensor:
-    """L_s (Eq. 13): MPJPE of the spatial transformer's per-frame 3D ``pose_3d_spatial`` (B, T, J, 3).
+    """L_s (Eq. 13): MPJPE of the spatial transformer's per-frame 3D ``pose_3d_spatial`` (B, T, J, 3) over
+    all M = T input frames of the window, each against its own ground truth, as Eq. 13 sums over the M
+    selected 2D poses (the mean instead of the sum: a constant factor lambda_s absorbs).
 
-    With seq2frame targets (one frame) only the centre frame (T - 1) // 2 has a target; with T target
-    frames (and ``mask``) every frame counts.
+    The T targets are the batch's ``targets_3d_frames`` (B, T, J, 3) with ``mask_frames`` (B, T) (valid
+    annotations), which the lifting task adds for a seq2frame model when a stage uses this term; a seq2seq
+    batch's ``targets_3d`` (B, T, J, 3) with ``mask`` serves as well. A batch with only the centre frame's
+    target is refused (ValueError); ``sta_spatial_centre`` is the centre-frame-only reading.
     """
+    pred = out["pose_3d_spatial"]
+    if "targets_3d_frames" in batch:
+        target, mask = batch["targets_3d_frames"], batch.get("mask_frames")
+    else:
+        target, mask = _frames(batch), batch.get("mask")
+    if target.shape[1] != pred.shape[1]:
+        raise ValueError(f"sta_spatial needs the 3D of all {pred.shape[1]} window frames (targets_3d_frames), "
+                         f"got {target.shape[1]} target frame(s); sta_spatial_centre uses the centre frame only")
+    return _masked_mean(torch.linalg.vector_norm(pred - target, dim=-1), mask)
+
+
+def sta_spatial_centre_term(out: dict, batch: dict) -> torch.Tensor:
+    """L_s on the centre frame (T - 1) // 2 only (seq2frame targets), the reading before Eq. 13 was followed;
+    with T target frames (and ``mask``) every frame counts, as in ``sta_spatial``."""
     pred, target = out["pose_3d_spatial"], _frames(batch)
     if target.shape[1] == 1 and pred.shape[1] != 1:
         centre = (pred.shape[1] - 1) // 2
@@ -158,5 +176,6 @@ LOSSES = {  # name -> term(out, batch), the names params.yaml stages use
     "mpjpe": mpjpe_term,
     "pot_stage1": pot_stage1_term, "pot_refine": pot_refine_term, "pot_uncertainty": pot_uncertainty_term,
     "wmpjpe": wmpjpe_term, "tcloss": tcloss_term, "mpjve": mpjve_term,
-    "sta_spatial": sta_spatial_term, "sta_temporal": sta_temporal_term,
+    "sta_spatial": sta_spatial_term, "sta_spatial_centre": sta_spatial_centre_term,
+    "sta_temporal": sta_temporal_term,
 }

@@ -29,7 +29,24 @@ JinluZhang1126/MixSTE, common/model_cross.py, built by its run.py), so its check
   official reshapes imply. The paper's "dropout rate 0.1" is not what run.py does: it passes no dropout
   to the model, so drop_rate and attn_drop_rate default to 0 here too.
 - Official H36M training also used AdamW (lr 4e-5, weight decay 0.1, x0.99 a epoch), 243-frame clips
-  with stride 243, 4 clips a batch (1024 // 243) and flip augmentation; that is the training loop's job.
+  with stride 243, 4 clips a batch (1024 // 243) and flip augmentation (every clip plain and mirrored each
+  epoch); that is the training loop's job. Two more run.py habits are lifting-task stage keys
+  (:mod:`poselift.training.tasks.lifting`): ``loss_scaled_gradient`` (its ``loss.backward(loss.clone().detach())``
+  scales each batch's gradient by the batch's loss) and ``evaluation_root: gt-only`` (its evaluation zeroes
+  only the ground-truth root, so the predicted root's offset counts); both default to off (plain gradient,
+  Protocol 1).
+
+Ablation switches (Table 5; defaults = MixSTE):
+
+- ``seq2seq`` False: seq2frame output, only the centre frame (T - 1) // 2 of the encoded sequence goes through
+  the head ((B, 1, J, 3), ``output_frames = "centre"``: trained and evaluated on one window per frame).
+- ``alternating`` False: the d_l STBs first, then the d_l TTBs (one spatial then one temporal stack, as in
+  PoseFormer), instead of STB/TTB alternating per loop; the temporal position embedding still enters the
+  first TTB.
+- ``joint_separation`` False: the temporal blocks attend over T frame tokens of width J * d_m (all joints of a
+  frame concatenated, as PoseFormer's temporal transformer), not over each joint's own trajectory; their
+  width (and parameters, FLOPs) grows by J, the temporal position embedding is shared by the joints of a
+  frame, and ``num_heads`` must divide J * d_m. (Table 5's "Our Loss" column is the stage's ``losses``.)
 
 Parameter count of the paper's model (T=243, d_m=512, d_l=8, 8 heads, mlp_ratio 2): 33,783,811 = 33.78M
 (Table 7's text says "33.7M").
@@ -51,7 +68,8 @@ class MixSTE(nn.Module):
 
     Arguments map one-to-one to the official ``MixSTE2``: num_frames = num_frame, embed_dim (d_m) =
     embed_dim_ratio, depth (d_l), num_heads, mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate,
-    drop_path_rate. The defaults are the paper's Human3.6M model as run.py trains it.
+    drop_path_rate. The defaults are the paper's Human3.6M model as run.py trains it. ``seq2seq``,
+    ``alternating`` and ``joint_separation``: Table 5's switches (module docstring).
     """
 
     output_frames = "all"
@@ -59,24 +77,29 @@ class MixSTE(nn.Module):
     def __init__(self, num_frames: int = 243, num_joints: int = 17, in_chans: int = 2, embed_dim: int = 512,
                  depth: int = 8, num_heads: int = 8, mlp_ratio: float = 2.0, qkv_bias: bool = True,
                  qk_scale: float | None = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1):
+                 drop_path_rate: float = 0.1, seq2seq: bool = True, alternating: bool = True,
+                 joint_separation: bool = True):
         super().__init__()
         if min(num_frames, num_joints, in_chans, embed_dim, depth, num_heads) < 1:
             raise ValueError("num_frames, num_joints, in_chans, embed_dim, depth and num_heads must be >= 1")
         self.num_frames, self.num_joints, self.in_chans = num_frames, num_joints, in_chans
+        self.seq2seq, self.alternating, self.joint_separation = bool(seq2seq), bool(alternating), bool(joint_separation)
+        self.output_frames = "all" if self.seq2seq else "centre"
+        temporal_dim = embed_dim if joint_separation else embed_dim * num_joints
         self.joint_embed = nn.Linear(in_chans, embed_dim)  # L_e, Eq. 6
         self.spatial_pos = nn.Parameter(torch.zeros(1, num_joints, embed_dim))  # E_s-pos, Sec. 3.1.2
         self.temporal_pos = nn.Parameter(torch.zeros(1, num_frames, embed_dim))  # first loop only, Sec. 3.1.3
         self.pos_drop = nn.Dropout(drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, 0 -> rate
 
-        def blocks():
-            return nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate,
+        def blocks(dim: int):
+            return nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate,
                                        qk_scale) for rate in rates)
 
-        self.spatial_blocks, self.temporal_blocks = blocks(), blocks()  # STB and TTB of each of d_l loops
+        self.spatial_blocks = blocks(embed_dim)  # STB and TTB of each of d_l loops
+        self.temporal_blocks = blocks(temporal_dim)
         self.spatial_norm = nn.LayerNorm(embed_dim, eps=1e-6)  # shared by all loops
-        self.temporal_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.temporal_norm = nn.LayerNorm(temporal_dim, eps=1e-6)
         self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, 3))  # regression head
 
     def spatial_step(self, x: torch.Tensor, loop: int) -> torch.Tensor:
@@ -86,6 +109,12 @@ class MixSTE(nn.Module):
     def temporal_step(self, x: torch.Tensor, loop: int) -> torch.Tensor:
         """TTB of loop ``loop``: (B, T, J, d_m) -> same; each joint's trajectory is its own token
         sequence p_i,1..T (joint separation, Eq. 1), so frames mix only within one joint."""
+        if not self.joint_separation:  # frame tokens (B, T, J d_m); the position embedding per frame
+            b, t, j, d = x.shape
+            if loop == 0:
+                x = self.pos_drop(x + self.temporal_pos[:, :t, None])
+            x = self.temporal_norm(self.temporal_blocks[loop](x.reshape(b, t, j * d)))
+            return x.reshape(b, t, j, d)
         x = x.transpose(1, 2)  # (B, J, T, d_m)
         if loop == 0:
             x = self.pos_drop(x + self.temporal_pos[:, : x.shape[2]])
@@ -98,8 +127,18 @@ class MixSTE(nn.Module):
         if not 1 <= inputs_2d.shape[1] <= self.num_frames:
             raise ValueError(f"MixSTE takes 1 to {self.num_frames} frames, got {inputs_2d.shape[1]}")
         x = self.pos_drop(self.joint_embed(inputs_2d) + self.spatial_pos)  # Eq. 6 (LN after the STB)
-        for loop in range(len(self.spatial_blocks)):  # d_l alternating loops, Sec. 3.1.3
-            x = self.temporal_step(self.spatial_step(x, loop), loop)
+        loops = range(len(self.spatial_blocks))
+        if self.alternating:
+            for loop in loops:  # d_l alternating loops, Sec. 3.1.3
+                x = self.temporal_step(self.spatial_step(x, loop), loop)
+        else:  # Table 5's baseline: all spatial blocks, then all temporal blocks
+            for loop in loops:
+                x = self.spatial_step(x, loop)
+            for loop in loops:
+                x = self.temporal_step(x, loop)
+        if not self.seq2seq:  # seq2frame: the centre frame only
+            centre = (x.shape[1] - 1) // 2
+            x = x[:, centre:centre + 1]
         return {"pose_3d": self.head(x)}  # every frame: seq2seq
 
 

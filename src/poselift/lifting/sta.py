@@ -11,8 +11,20 @@ Linear head give the centre frame's 3D pose: (B, 1, J, 3).
 STA inserts a convolutional attention module into every block (Eqs. 8 and 11):
 ``P' = Conv(Norm(GELU(Conv(P)))) + P`` - a residual branch of two depth-wise 1D convolutions over the
 token axis; SAM (kernel 5) runs over the joints of a frame in the spatial blocks, TAM (kernel 3) over the
-frames in the temporal blocks. Both sit between the MSA and the MLP (the paper's choice, Table VIII);
-``sam_position`` / ``tam_position`` select the other two placements of that ablation.
+frames in the temporal blocks. ``sam_position`` / ``tam_position`` place them:
+
+- ``AFTER_MSA`` (1, the default): between the MSA and the MLP, on the block's C-wide tokens.
+- ``BEFORE_MSA`` (0) / ``AFTER_MLP`` (2): the other two rows of Table VIII's ablation.
+- ``IN_MLP`` (3): inside the MLP in place of its activation, MLP(x) = P(x W1 + a1) W2 + a2 with P the
+  module of Eq. 8, on the mlp_ratio * C hidden channels: Eqs. 9 and 12 as written ("beta denotes the P
+  function in Eq. 8"). P has its own GELU; as conv2 starts at zero, such an MLP starts linear.
+
+The paper contradicts itself: Eqs. 9 and 12 put the module in the MLP, while Sec. II.B.2 says it is
+"inserted between the LN layer and MLP" and Table VIII's ablation measures before-MSA / after-MSA /
+after-MLP (no in-MLP row) and concludes "this paper decided to put SAM and TAM between the MSA and MLP".
+The default is that measured, stated choice (AFTER_MSA): Table VIII is the only experiment the paper
+reports on placement, and its result rows (44.1 / 44.9 mm) are for modules outside the MLP; the equations
+read as notation that reuses the symbol beta loosely. ``IN_MLP`` is the literal equations, for ablations.
 
 Choices where the paper is silent or contradicts itself (see also the parameter counts below):
 
@@ -55,6 +67,8 @@ from poselift.errors import InputError
 from poselift.lifting import layers
 
 BEFORE_MSA, AFTER_MSA, AFTER_MLP = 0, 1, 2  # positions of SAM / TAM inside a block (Table VIII)
+IN_MLP = 3  # in place of the MLP's activation (Eqs. 9 and 12)
+POSITIONS = (BEFORE_MSA, AFTER_MSA, AFTER_MLP, IN_MLP)
 
 
 class ConvAttention(nn.Module):
@@ -87,19 +101,27 @@ class ConvAttention(nn.Module):
 class Block(layers.Block):
     """A PoseFormer block (:class:`poselift.lifting.layers.Block`: x += MSA(LN(x)) (Eq. 6); x += MLP(LN(x))
     (Eq. 7)) with an optional ConvAttention (``kernel`` > 0) before the MSA, between MSA and MLP (default),
-    or after the MLP."""
+    after the MLP, or inside the MLP in place of its GELU (``IN_MLP``, on the hidden channels)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop: float,
                  attn_drop: float, drop_path_rate: float, kernel: int = 0, position: int = AFTER_MSA,
                  norm_groups: int = 8):
-        if position not in (BEFORE_MSA, AFTER_MSA, AFTER_MLP):
-            raise ValueError(f"attention module position must be 0, 1 or 2, got {position}")
+        if position not in POSITIONS:
+            raise ValueError(f"attention module position must be 0, 1, 2 or 3, got {position}")
         super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, drop_path_rate)
-        self.conv_attention = ConvAttention(dim, kernel, norm_groups) if kernel else None
+        width = self.mlp.fc1.out_features if position == IN_MLP else dim
+        self.conv_attention = ConvAttention(width, kernel, norm_groups) if kernel else None
         self.position = position
 
     def _conv(self, x: torch.Tensor, here: int) -> torch.Tensor:
         return self.conv_attention(x) if self.conv_attention is not None and self.position == here else x
+
+    def mlp_step(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv_attention is None or self.position != IN_MLP:
+            return super().mlp_step(x)
+        mlp = self.mlp  # Eqs. 9 / 12: fc2(P(fc1(x))), P in place of the GELU
+        hidden = self.conv_attention(mlp.fc1(self.norm2(x)))
+        return x + self.drop_path(mlp.drop(mlp.fc2(mlp.drop(hidden))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.attention_step(self._conv(x, BEFORE_MSA))

@@ -33,8 +33,16 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:
 
     from poselift.io import atomic_output
 
+    from poselift.io import write_failure
+
     with atomic_output(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, **ckpt}, tmp)
+        try:
+            torch.save({"format": FORMAT, "version": VERSION, **ckpt}, tmp)
+        except RuntimeError as e:  # torch's zip writer wraps a failed write (a full disk) in a RuntimeError
+            if write_failure(e) is None:
+                raise
+            raise InputError(path, f"cannot be written ({write_failure(e)}); the previous file, if any, is kept") \
+                from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -69,11 +77,24 @@ def load_weights_only(path: Path, allow_numpy: bool = False):
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [ln for ln in str(e).splitlines() if "WeightsUnpickler error" in ln] or [type(e).__name__]
-        reason = lines[0].split("WeightsUnpickler error:")[-1].split(". ")[0].strip()
-        raise InputError(path, f"refused by torch.load(weights_only=True): {reason}") from None
+        raise InputError(path, f"refused by torch.load(weights_only=True): {_unpickling_reason(e)}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise InputError(path, f"not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """The line of torch's multi-paragraph weights_only error that says what was refused, e.g. "Trying to load
+    unsupported GLOBAL posix.system whose module posix is blocked" (a pickle that would run code)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # what follows it is the reason (on its line or the next ones)
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch",
+                   "(1)", "(2)")
+    for line in text.splitlines():
+        line = line.strip().split(". ")[0].rstrip(".")
+        if line and not line.startswith(boilerplate):
+            return line
+    return type(error).__name__
 
 
 def _numpy_globals() -> list:
@@ -97,8 +118,10 @@ def instantiate(ckpt: dict, path: str | os.PathLike = "checkpoint", device="cpu"
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise InputError(path, f"state_dict does not fit {ckpt['model']}({ckpt['args']}): "
-                               f"{str(e).splitlines()[0]}") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines[1:] if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+                      lines[0] if lines else type(e).__name__)
+        raise InputError(path, f"state_dict does not fit {ckpt['model']}({ckpt['args']}): {detail}") from None
     return model.to(device).eval()
 
 

@@ -16,7 +16,10 @@ per-epoch record. A finished stage is a no-op.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +39,15 @@ class StageResult:
 
 
 def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict | None = None, device="cpu",
-                tracker=None, restart: bool = False, log=print) -> StageResult:
+                tracker=None, restart: bool = False, log=print, keep: Path | None = None,
+                code: str = "") -> StageResult:
     """Train (or resume, or skip when finished) one stage on ``inputs`` (the task's data files, e.g.
-    {"prepared": ..., "detections": ...}); writes checkpoint.pt, last.pt, history.json to ``out_dir``."""
+    {"prepared": ..., "detections": ...}); writes checkpoint.pt, last.pt, history.json to ``out_dir``.
+
+    ``keep``: a folder outside the workflow's declared outputs (which Snakemake deletes when a job dies)
+    where each epoch's last.pt and checkpoint.pt are mirrored, with the stage's settings and ``code`` (the
+    fingerprint of the code that trains). A rerun whose ``out_dir`` has no last.pt resumes from them when
+    both match, else discards them; the folder is removed when the stage completes."""
     import torch
     from tqdm import tqdm
 
@@ -55,6 +64,8 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
     task_cls = TASKS[stage.task]
     metric = task_cls.metric
     resume = None
+    if keep is not None:
+        _restore_kept(Path(keep), out_dir, config, code, restart, log)
     if last_path.is_file() and not restart:
         resume = read_checkpoint(last_path)
         _check_resumable(resume, config, last_path)
@@ -94,7 +105,7 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
         tracker.log_params(tracker_run, {**config, "data": {
             **{k: str(v) for k, v in inputs.items() if v is not None}, **data_info,
             "detector": experiment.detector, "validation_split": experiment.dataset.validation_split,
-            "device": str(device)}})
+            "device": str(device), "threads": torch.get_num_threads()}})
 
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -129,6 +140,8 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
                 "mlflow_run_id": tracker_run}})
             write_json(out_dir / "history.json", {"stage": config, "best": best, "epochs": history})
+            if keep is not None:
+                _mirror(Path(keep), [best_path, last_path], {"stage": config, "code": code})
             epochs.set_postfix(loss=f"{record['loss']:.4f}", **{metric: f"{val:.4g}"})
             if tracker is not None:
                 tracker.log_metrics(tracker_run, {"loss": record["loss"], "loss_terms": terms, metric: val,
@@ -136,6 +149,8 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
             log(f"epoch {epoch + 1}/{stage.epochs}: loss {record['loss']:.5f}, {metric} {val:.4g}, "
                 f"lr {lr:.3g}, {record['seconds']:.1f} s")
         status = "FINISHED"
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -178,6 +193,56 @@ def _train_epoch(model, frozen, task, optimizer, stage, epoch: int) -> dict:
         raise FloatingPointError(f"epoch {epoch + 1}: non-finite training loss {means} (lower the learning "
                                  f"rate or set max_norm)")
     return means
+
+
+KEPT = "kept.json"  # the settings and code fingerprint of a kept state
+
+
+def _restore_kept(keep: Path, out_dir: Path, config: dict, code: str, restart: bool, log) -> None:
+    """Put a kept last.pt/checkpoint.pt back into ``out_dir`` when it has none and the kept state was written
+    by the same stage settings and code; discard a kept state that does not match (or ``restart``)."""
+    from poselift.io import read_json
+
+    if not keep.is_dir():
+        return
+    try:
+        kept = read_json(keep / KEPT)
+    except InputError:
+        kept = None
+    same = isinstance(kept, dict) and kept.get("stage") == json.loads(json.dumps(config)) and kept.get("code") == code
+    if restart or not same or not (keep / "last.pt").is_file():
+        if not restart:
+            log(f"discarding the kept training state in {keep}: written by other settings or code")
+        shutil.rmtree(keep, ignore_errors=True)
+        return
+    if (out_dir / "last.pt").exists():
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("checkpoint.pt", "last.pt"):  # last.pt last: its presence marks a complete restore
+        if (keep / name).is_file():
+            _link(keep / name, out_dir / name)
+    log(f"restored the training state kept in {keep}")
+
+
+def _mirror(keep: Path, paths, meta: dict) -> None:
+    """Hard-link (copy across file systems) each file into ``keep``, atomically, and write its meta."""
+    from poselift.io import write_json
+
+    keep.mkdir(parents=True, exist_ok=True)
+    write_json(keep / KEPT, meta)
+    for path in paths:
+        if path.is_file():
+            _link(path, keep / path.name)
+
+
+def _link(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _check_resumable(ckpt: dict, config: dict, path: Path) -> None:

@@ -19,8 +19,9 @@ A task is a class in :data:`TASKS`. The loop never looks inside a batch; it asks
 - ``evaluate(model, ckpt, path, out, split, batch_size, flip_test, pck_joints, inputs)``: what
   ``poselift evaluate`` writes for this task (lifting: the files of :mod:`poselift.evaluation`).
 
-The tasks: ``lifting`` (:mod:`.lifting`: windows of 2D keypoints -> 3D, MPJPE) and ``heatmaps``
-(:mod:`.heatmaps`: labelled person crops -> 2D heatmaps, the HRNet/CPN detectors; pixel error, COCO AP).
+The tasks: ``lifting`` (:mod:`.lifting`: windows of 2D keypoints -> 3D, MPJPE), ``heatmaps``
+(:mod:`.heatmaps`: labelled person crops -> 2D heatmaps, the HRNet/CPN detectors; pixel error, COCO AP) and
+``image_lifting`` (:mod:`.image_lifting`: a crop's feature map + its 2D -> 3D, Lifting by Image; MPJPE).
 
 A task is chosen by the stage's ``task`` key, else by the model class's ``task`` attribute, else "lifting".
 Adding one is a module here and one line in :data:`TASKS` (docs/architecture.md).
@@ -29,9 +30,11 @@ Adding one is a module here and one line in :data:`TASKS` (docs/architecture.md)
 from __future__ import annotations
 
 from poselift.training.tasks.heatmaps import HeatmapTask
+from poselift.training.tasks.image_lifting import ImageLiftingTask
 from poselift.training.tasks.lifting import LiftingTask
 
 TASKS: dict[str, type] = {  # name -> task class
     "lifting": LiftingTask,
     "heatmaps": HeatmapTask,
+    "image_lifting": ImageLiftingTask,
 }
