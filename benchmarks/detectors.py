@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 if __name__ == "__main__":  # before torch loads OpenMP, which reads it once
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from gemm import gemm_gflops, timed  # benchmarks/gemm.py
 
 from poselift.detection.hrnet import (HRNet, PAPER_OURS, PAPER_PARAMETERS, attention_parameters, attention_sites,
                                       parameter_count)
@@ -58,23 +59,6 @@ def parameter_table() -> list[str]:
     return lines
 
 
-def gemm_gflops(n: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def _timed(fn, device: str) -> float:
-    if device != "cpu":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device != "cpu":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def flops_per_image(args: dict) -> float:
     with torch.device("meta"):
         model = HRNet(**args).eval()
@@ -88,10 +72,10 @@ def images_per_second(args: dict, batch: int, seconds: float, device: str) -> fl
     model = HRNet(**args).to(device).eval()
     images = torch.randn(batch, 3, *INPUT, device=device)
     with torch.no_grad():
-        _timed(lambda: model(images), device)  # warm-up
+        timed(lambda: model(images), device)  # warm-up
         calls, elapsed = 0, 0.0
         while calls == 0 or elapsed < seconds:
-            elapsed += _timed(lambda: model(images), device)
+            elapsed += timed(lambda: model(images), device)
             calls += 1
     return calls * batch / elapsed
 

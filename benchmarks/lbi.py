@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 if __name__ == "__main__":  # before torch loads OpenMP, which reads it once
@@ -31,6 +30,8 @@ if __name__ == "__main__":  # before torch loads OpenMP, which reads it once
 import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
+
+from gemm import gemm_gflops, timed  # benchmarks/gemm.py
 
 from poselift.lifting.lbi import LiftingByImage
 from poselift.lifting.lbi.pruning import select_tokens
@@ -45,23 +46,6 @@ def configs(params: Path) -> dict:
 
 
 RETENTIONS = (1.0, 0.3, 0.1, 0.01)
-
-
-def gemm_gflops(n: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    best = min(timed(lambda: a @ b, device) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def timed(fn, device: str) -> float:
-    if device != "cpu":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device != "cpu":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def repeat(fn, seconds: float, device: str) -> float:

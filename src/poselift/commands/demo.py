@@ -118,26 +118,9 @@ class FrameNetwork:
     a crops file)."""
 
     def __init__(self, kind: str, checkpoint: Path, device="cpu", flip_test: bool = True):
-        import torch
+        from poselift.detection.network import load_network
 
-        from poselift.detection.network import NETWORKS, _check_joints
-        from poselift.training.checkpoint import instantiate, read_checkpoint
-        from poselift.training.stage import resolve_device
-
-        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-        ckpt = read_checkpoint(checkpoint)
-        cls, attention = NETWORKS[kind]
-        if ckpt.get("model") != cls:
-            raise InputError(checkpoint, f"a '{ckpt.get('model')}' checkpoint, not a {kind} detector's ({cls})")
-        if attention is not None and bool(ckpt["args"].get("attention")) != attention:
-            which = "has" if ckpt["args"].get("attention") else "has no"
-            raise InputError(checkpoint, f"the network {which} channel attention: use --detector "
-                                         f"{'hrnet-att' if ckpt['args'].get('attention') else 'hrnet'}")
-        self.model = instantiate(ckpt, checkpoint, self.device)
-        stage = ckpt.get("stage") or {}
-        self.input_size = tuple(int(v) for v in (ckpt.get("input_size") or stage.get("input_size") or (256, 192)))
-        self.keypoint_format = ckpt["args"].get("keypoint_format", getattr(self.model, "keypoint_format", "h36m"))
-        _check_joints(checkpoint, self.keypoint_format, getattr(self.model, "num_joints", None))
+        self.model, self.device, self.input_size, self.keypoint_format, _ = load_network(kind, checkpoint, device)
         self.kind, self.flip_test = kind, bool(flip_test)
 
     def detect(self, image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:

@@ -36,26 +36,10 @@ class NetworkDetector:
 
     def __init__(self, params_path=None, seed: int = 0, *, checkpoint, images, device="cpu", batch_size: int = 64,
                  flip_test: bool = True):
-        import torch
-
         from poselift.data.crop_file import CropFile
-        from poselift.training.checkpoint import instantiate, read_checkpoint
-        from poselift.training.stage import resolve_device
 
-        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-        ckpt = read_checkpoint(checkpoint)
-        cls, attention = NETWORKS[self.kind]
-        if ckpt.get("model") != cls:
-            raise InputError(checkpoint, f"a '{ckpt.get('model')}' checkpoint, not a {self.kind} detector's ({cls})")
-        if attention is not None and bool(ckpt["args"].get("attention")) != attention:
-            which = "has" if ckpt["args"].get("attention") else "has no"
-            raise InputError(checkpoint, f"the network {which} channel attention: use --detector "
-                                         f"{'hrnet-att' if ckpt['args'].get('attention') else 'hrnet'}")
-        self.model = instantiate(ckpt, checkpoint, self.device)
-        stage = ckpt.get("stage") or {}
-        self.input_size = tuple(int(v) for v in (ckpt.get("input_size") or stage.get("input_size") or (256, 192)))
-        self.keypoint_format = ckpt["args"].get("keypoint_format", getattr(self.model, "keypoint_format", "h36m"))
-        _check_joints(checkpoint, self.keypoint_format, getattr(self.model, "num_joints", None))
+        self.model, self.device, self.input_size, self.keypoint_format, ckpt = load_network(self.kind, checkpoint,
+                                                                                              device)
         self.crops = CropFile(images)
         self.batch_size, self.flip_test = int(batch_size), bool(flip_test)
         self.settings = {"network": self.kind, "checkpoint": str(checkpoint), "model": ckpt["model"],
@@ -126,6 +110,32 @@ class _FeatureTap:
             self.taps.append(out["features"].detach().float().cpu().numpy().astype(np.float16))
         self.calls += 1
         return out
+
+
+def load_network(kind: str, checkpoint, device="cpu"):
+    """The heatmap network of detector ``kind`` from a poselift checkpoint: (model in eval mode on the device,
+    device, input size (H, W) it was trained at, its keypoint format, the checkpoint dict), or an InputError when the checkpoint
+    is another model's or its channel attention does not match ``kind``."""
+    import torch
+
+    from poselift.training.checkpoint import instantiate, read_checkpoint
+    from poselift.training.stage import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    ckpt = read_checkpoint(checkpoint)
+    cls, attention = NETWORKS[kind]
+    if ckpt.get("model") != cls:
+        raise InputError(checkpoint, f"a '{ckpt.get('model')}' checkpoint, not a {kind} detector's ({cls})")
+    if attention is not None and bool(ckpt["args"].get("attention")) != attention:
+        which = "has" if ckpt["args"].get("attention") else "has no"
+        raise InputError(checkpoint, f"the network {which} channel attention: use --detector "
+                                     f"{'hrnet-att' if ckpt['args'].get('attention') else 'hrnet'}")
+    model = instantiate(ckpt, checkpoint, device)
+    stage = ckpt.get("stage") or {}
+    input_size = tuple(int(v) for v in (ckpt.get("input_size") or stage.get("input_size") or (256, 192)))
+    keypoint_format = ckpt["args"].get("keypoint_format", getattr(model, "keypoint_format", "h36m"))
+    _check_joints(checkpoint, keypoint_format, getattr(model, "num_joints", None))
+    return model, device, input_size, keypoint_format, ckpt
 
 
 def _check_joints(checkpoint, keypoint_format, num_joints) -> None:

@@ -54,6 +54,7 @@ import numpy as np
 
 from poselift.detection.heatmaps import STRIDE, joints_mse
 from poselift.errors import InputError
+from poselift.training.sampling import epoch_count, epoch_order
 
 DEFAULT_SIGMA = 2.0  # [HRc] MODEL.SIGMA, for models that do not name their targets' sigmas
 REFERENCE_HEIGHT = 256  # sigmas are given for a 256x192 input and scale with the input height
@@ -204,17 +205,13 @@ class CropBatches:
         self.per_epoch = per_epoch
         self.epoch = 0
 
-    def _count(self) -> int:
-        n = len(self.items)
-        return n if self.per_epoch is None else min(n, self.per_epoch)
-
     def __len__(self) -> int:
-        return -(-self._count() // self.batch_size)
+        return -(-epoch_count(len(self.items), self.per_epoch) // self.batch_size)
 
     def __iter__(self):
         epoch = self.epoch
         self.epoch += 1
-        order = self.items[np.random.default_rng([self.seed, epoch]).permutation(len(self.items))[:self._count()]]
+        order = self.items[epoch_order(len(self.items), self.seed, epoch, self.per_epoch)]
         chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         return self.loader.batches(chunks, epoch)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from poselift.errors import InputError
+from poselift.training.sampling import epoch_count, epoch_order
 
 BACKGROUND_RADIUS = 30.0  # [L] Appendix: circles of 30 px around each joint, in 256x192 crop pixels (spec L7)
 REFERENCE_CROP = (256, 192)  # the crop size the radius is given for
@@ -118,17 +119,13 @@ class SampleBatches:
         self.task, self.samples, self.batch_size, self.seed, self.per_epoch = task, samples, batch_size, seed, per_epoch
         self.epoch = 0
 
-    def _count(self) -> int:
-        n = len(self.samples)
-        return n if self.per_epoch is None else min(n, self.per_epoch)
-
     def __len__(self) -> int:
-        return -(-self._count() // self.batch_size)
+        return -(-epoch_count(len(self.samples), self.per_epoch) // self.batch_size)
 
     def __iter__(self):
         epoch = self.epoch
         self.epoch += 1
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))[:self._count()]
+        order = epoch_order(len(self.samples), self.seed, epoch, self.per_epoch)
         for b in range(0, len(order), self.batch_size):
             yield self.task.batch(self.samples, order[b:b + self.batch_size])
 
