@@ -15,7 +15,7 @@ export POSELIFT_BANDAI_MIRROR ?= $(abspath ../shared/data/bandai-namco)
 # the pinned upstream files and checks them against the shipped manifest.
 export POSELIFT_MAKEHUMAN_ASSETS ?= $(abspath ../shared/data/makehuman)
 
-.PHONY: run test venv clean mlflow-ui
+.PHONY: run test bench venv clean mlflow-ui
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -qq --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
+# The suite in two (up to four) worker processes, each test file on one worker: much of it waits on
+# subprocesses (Snakemake, Slurm, DVC, an MLflow server), and each test runs torch on one thread.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile
 
 # The workflow (Snakefile) on the embedded default: every experiment of params.yaml whose data can be made
 # here (the open benchmark's, CPU-sized; the Human3.6M ones need their sources set), on this machine's CPU,
@@ -42,6 +44,12 @@ MLFLOW_STORE ?= sqlite:///mlflow.db
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+# The longer bench target (params.yaml `bench`: ablations with seeds, Table V, Lifting-by-Image sweeps), about
+# 2 hours on 2 cores; it includes `all`. Its tables: reports/bench/bench.md and .html.
+bench: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local bench
+	cat reports/bench/bench.md
 
 clean:
 	rm -rf $(VENV) results

@@ -19,9 +19,10 @@ def timed(fn, device: str = "cpu") -> float:
     return time.perf_counter() - start
 
 
-def gemm_gflops(n: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
-    """GFLOP/s of an n x n fp32 matrix product, the best of ``repeats`` after one warm-up."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def gemm_gflops(n: int = 2048, repeats: int = 3, device: str = "cpu", dtype=torch.float32) -> float:
+    """GFLOP/s of an n x n matrix product in ``dtype`` (fp32; bf16 for the bf16 figures), the best of
+    ``repeats`` after one warm-up."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = min(timed(lambda: a @ b, device) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9

@@ -14,7 +14,12 @@ name. For each preset it prints:
   softmax, norms, activations and other elementwise work are not. FLOPs / pose divides by the output poses
   T_out (T for seq2seq models, 1 for centre-frame ones).
 - Inference throughput: output poses per second (windows/s x T_out) in eval mode under torch.no_grad, at a
-  batch grown from 1 (the probe calls warm up) until one call takes about S/4, timed over at least S seconds.
+  batch grown from 1 (the probe calls warm up) until one call takes about S/4, timed over at least S seconds;
+  beside it the achieved GFLOP/s (poses/s x FLOPs/pose) as a share of a 2048^2 GEMM timed in the same run
+  (benchmarks/gemm.py), so figures of noisy or different machines compare.
+- bf16: the same throughput under ``poselift --precision bf16`` (bf16 autocast, the model's first and last
+  layers in fp32: poselift.precision), its share of a 2048^2 bf16 GEMM, and its speed-up over fp32; where
+  the device has no bf16 units (poselift.precision.bf16_support) the columns read "no bf16 units".
 - Training step: ms per forward + backward + AdamW step in train mode, at the batch size of the params.yaml
   stage that trains the preset ("typical"). Where that batch would make a step slower than about S/2 the
   step is timed at a smaller batch (a power of two) and the typical-batch time is extrapolated linearly
@@ -50,9 +55,15 @@ if __name__ == "__main__":  # before torch loads OpenMP, which reads it once (se
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/gemm.py, also when loaded by path (tests)
+from gemm import gemm_gflops  # noqa: E402
+
 from poselift.experiments import ModelSpec, model_spec, read_params
 from poselift.lifting.layers import count_parameters
 from poselift.models import MODELS
+from poselift.precision import Precision, bf16_support
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 DEFAULT_TRAIN_BATCH = 256  # for presets no params.yaml stage trains, nor any stage of the same class
@@ -86,6 +97,9 @@ class Row:
     train_batch_typical: int | None = None
     train_step_ms: float | None = None
     train_step_ms_typical: float | None = None  # extrapolated when train_batch < train_batch_typical
+    gemm_share: float | None = None  # achieved inference FLOP/s / the fp32 2048^2 GEMM's
+    poses_per_s_bf16: float | None = None  # under bf16 autocast (None: not timed)
+    gemm_share_bf16: float | None = None  # its FLOP/s / the bf16 2048^2 GEMM's
     notes: str = ""  # measurements skipped or timed on one call
 
 
@@ -213,15 +227,16 @@ def grow_batch(make, device: torch.device, low: int, high: int, target: float, l
 
 
 def time_inference(model, frames: int, frames_out: int, device, seconds: float,
-                   limit: float) -> tuple[int, float, bool]:
+                   limit: float, precision=None) -> tuple[int, float, bool]:
     """(batch, output poses per second, timed on one call only) in eval mode without autograd, at a
-    batch whose call takes about ``seconds / 4``."""
+    batch whose call takes about ``seconds / 4``; with a :class:`poselift.precision.Precision`, under it."""
     model.eval()
     joints = model_joints(model)
+    run = precision.run if precision is not None else (lambda fn, x: fn(x))
 
     def make(batch):
         inputs = torch.randn(batch, frames, joints, 2, device=device) * 0.3
-        return lambda: model(inputs)
+        return lambda: run(model, inputs)
 
     with torch.no_grad():
         batch, probe = grow_batch(make, device, 1, MAX_BATCH, seconds / 4, limit)
@@ -272,8 +287,11 @@ def min_train_batch(model) -> int:
 # --- one preset -----------------------------------------------------------------------------------
 
 
-def measure(preset: Preset, device: torch.device, rate: float | None, seconds: float, limit: float) -> Row:
-    """Parameters, FLOPs and (unless ``rate`` is None) inference and training speed of one preset.
+def measure(preset: Preset, device: torch.device, rate: float | None, seconds: float, limit: float,
+            gemm: dict | None = None) -> Row:
+    """Parameters, FLOPs and (unless ``rate`` is None) inference and training speed of one preset; with
+    ``gemm`` ({"fp32": GFLOP/s, "bf16": GFLOP/s or None (no bf16 units)}) the inference's share of each, the
+    bf16 one timed under bf16 autocast.
 
     A measurement is skipped when its one call at the smallest batch is estimated to exceed ``limit``
     seconds: by FLOPs / ``rate`` (the matmul rate) for inference, and by the inference speed just measured
@@ -300,6 +318,13 @@ def measure(preset: Preset, device: torch.device, rate: float | None, seconds: f
         if cold:
             skipped.append(f"inference timed on one call only (> {limit:g} s)")
         window_seconds = frames_out / row.poses_per_s
+        if gemm is not None:
+            row.gemm_share = row.poses_per_s * row.flops_per_pose / 1e9 / gemm["fp32"]
+            if gemm.get("bf16"):
+                bf16 = Precision("bf16", device.type)
+                low = bf16.prepare(copy.deepcopy(model))
+                _, row.poses_per_s_bf16, _ = time_inference(low, frames, frames_out, device, seconds, limit, bf16)
+                row.gemm_share_bf16 = row.poses_per_s_bf16 * row.flops_per_pose / 1e9 / gemm["bf16"]
     if count_parameters(model) == 0:
         skipped.append("training: none (no parameters)")
         return _done(row, skipped)
@@ -350,11 +375,23 @@ COLUMNS = [  # header, width, row -> text
     ("FLOPs/pose", 11, lambda r: si(r.flops_per_pose)),
     ("inf.batch", 10, lambda r: si(r.infer_batch)),
     ("poses/s", 9, lambda r: si(r.poses_per_s)),
+    ("%GEMM", 7, lambda r: percent(r.gemm_share)),
+    ("bf16 poses/s", 13, lambda r: si(r.poses_per_s_bf16) if r.gemm_share_bf16 is not None else NO_BF16(r)),
+    ("%bf16GEMM", 10, lambda r: percent(r.gemm_share_bf16) if r.gemm_share_bf16 is not None else NO_BF16(r)),
+    ("bf16/fp32", 10, lambda r: "-" if r.poses_per_s_bf16 is None else f"{r.poses_per_s_bf16 / r.poses_per_s:.2f}x"),
     ("train batch", 12, lambda r: "-" if r.train_batch is None else f"{r.train_batch}/{r.train_batch_typical}"),
     ("step", 9, lambda r: duration(r.train_step_ms)),
     ("step@typical", 13, lambda r: ("~" if r.train_batch not in (None, r.train_batch_typical) else "")
         + duration(r.train_step_ms_typical)),
 ]
+
+
+def NO_BF16(row: Row) -> str:  # noqa: N802 -- a column's text where bf16 was not timed
+    return "no bf16 units" if row.gemm_share is not None else "-"
+
+
+def percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
 
 
 def duration(ms: float | None) -> str:
@@ -399,15 +436,19 @@ def main(argv=None) -> None:
         raise SystemExit(f"--device {args.device}: CUDA is not available to this torch ({torch.__version__})")
     presets = select(load_presets(args.params), args.models)
     rate = None if args.flops_only else matmul_rate(device)
+    gemm = None if args.flops_only else gemm_yardstick(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     timing = "no timing" if rate is None else (f"matmul {rate / 1e9:.1f} GFLOP/s, {seconds:g} s per measurement"
                                                f"{', quick' if args.quick else ''}")
+    if gemm is not None:
+        bf16 = f"{gemm['bf16']:.1f} GFLOP/s" if gemm["bf16"] else f"no bf16 units ({gemm['bf16_why']})"
+        timing += f"; 2048^2 GEMM fp32 {gemm['fp32']:.1f} GFLOP/s, bf16 {bf16}"
     print(f"torch {torch.__version__}, device {device} ({name}), torch threads {torch.get_num_threads()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, {timing}; "
           f"FLOPs = 2 x MACs (FlopCounterMode)")
     start, rows = time.perf_counter(), []
     for preset in presets:
-        rows.append(measure(preset, device, rate, seconds, limit))
+        rows.append(measure(preset, device, rate, seconds, limit, gemm))
     print(table(rows))
     print(f"({time.perf_counter() - start:.0f} s; throughput = output poses/s, eval mode, no_grad; "
           f"train batch = used/typical; ~ = extrapolated linearly from the used batch)")
@@ -417,7 +458,16 @@ def main(argv=None) -> None:
         write_json(args.json, {"torch": torch.__version__, "device": str(device), "device_name": name,
                                "threads": torch.get_num_threads(), "matmul_flops_per_s": rate,
                                "seconds": seconds, "quick": args.quick, "flops": "FLOPs (2 x MACs)",
+                               "gemm_2048_gflops": gemm,
                                "models": [asdict(r) for r in rows]})
+
+
+def gemm_yardstick(device: torch.device) -> dict:
+    """GFLOP/s of a 2048^2 GEMM in fp32 and, where the device has bf16 units (poselift.precision), in bf16
+    (else None, with the reason in "bf16_why")."""
+    ok, why = bf16_support(device)
+    return {"fp32": gemm_gflops(device=str(device)),
+            "bf16": gemm_gflops(device=str(device), dtype=torch.bfloat16) if ok else None, "bf16_why": why}
 
 
 if __name__ == "__main__":

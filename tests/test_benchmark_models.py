@@ -112,3 +112,17 @@ def test_flops_only_run_matches_hand_counts(bench, params, tmp_path, capsys):
     mlp = rows["mlp-cpu"]
     assert mlp["flops_per_window"] == mlp["flops_per_pose"] == 2 * (34 * 64 + 4 * 64 * 64 + 64 * 48)
     assert mlp["params"] == (34 * 64 + 64) + 4 * (64 * 64 + 64) + (64 * 48 + 48) + 5 * 2 * 64  # + 5 BNs
+
+
+def test_inference_is_reported_as_a_share_of_the_gemm_and_bf16_is_marked_where_there_are_no_units(bench, monkeypatch):
+    monkeypatch.setitem(bench.MODELS, "toy", PerFrameLinear)
+    preset = bench.Preset("toy", "toy", {"num_frames": 1}, "cpu", 8)
+    row = bench.measure(preset, torch.device("cpu"), rate=1e12, seconds=0.01, limit=1.0,
+                        gemm={"fp32": 2.0, "bf16": None})
+    assert row.gemm_share == pytest.approx(row.poses_per_s * 2 * 34 * 51 / 1e9 / 2.0)
+    assert row.poses_per_s_bf16 is None and row.gemm_share_bf16 is None
+    assert bench.table([row]).splitlines()[1].count("no bf16 units") == 2
+    row = bench.measure(preset, torch.device("cpu"), rate=1e12, seconds=0.01, limit=1.0,
+                        gemm={"fp32": 2.0, "bf16": 4.0})  # bf16 timed under autocast whatever this CPU has
+    assert row.gemm_share_bf16 == pytest.approx(row.poses_per_s_bf16 * 2 * 34 * 51 / 1e9 / 4.0)
+    assert "no bf16 units" not in bench.table([row])

@@ -100,3 +100,54 @@ def test_an_unwritable_output_is_one_line(tmp_path, run_cli, mmpose_fixtures):
     code, _, err = run_cli("crops", "h36m", "--annotations", mmpose_fixtures / "h36m/test_h36m_body3d.npz",
                            "--out", tmp_path / "file" / "x.h5")
     assert code == 2 and "file/x.h5: cannot be written" in err and err.count("\n") == 1
+
+
+def test_videos_in_the_human36m_layout_become_one_crops_file_keyed_like_the_renders(tmp_path, run_cli):
+    """`poselift crops videos`: every (sequence, camera) of a prepared file subsampled to 5 fps from its 25 fps
+    video under <subject>/Videos/<sequence>.<camera>.mp4; label i is video frame 5 i, and its dots are there."""
+    from poselift.data.prepared import subsample
+
+    rng = np.random.default_rng(1)
+    frames, cams = 21, ["c1", "c2"]
+    camera = {c: Camera(R=np.eye(3), T=np.zeros(3), f=[300.0, 300.0], c=[160.0, 120.0], width=320, height=240,
+                        name=c) for c in cams}
+    seqs, root = [], tmp_path / "h36m"
+    for subject, name in (("S1", "Walking 1"), ("S9", "Eating")):
+        pixels = np.stack([(rng.uniform([100, 40], [200, 180], (17, 2)) + np.arange(frames)[:, None, None] *
+                            np.array([1.5, 0.5])).astype(np.float32) for _ in cams])
+        (root / subject / "Videos").mkdir(parents=True, exist_ok=True)
+        for c, cam in enumerate(cams):
+            dot_video(root / subject / "Videos" / f"{name}.{cam}.mp4", pixels[c])
+        seqs.append(Sequence(subject=subject, name=name, action=name.split()[0], split="train" if subject == "S1"
+                             else "test", rig="rig", cameras=cams, positions_3d=np.zeros((frames, 17, 3), np.float32),
+                             positions_2d=pixels))
+    full = PreparedDataset(dataset="toy", fps=25.0, rigs={"rig": camera}, sequences=seqs)
+    write_prepared(tmp_path / "p5.h5", subsample(full, 5))  # 5 fps, as `poselift prepare --frame-step 5`
+    out = tmp_path / "crops.h5"
+    code, _, err = run_cli("crops", "videos", "--videos", root, "--prepared", tmp_path / "p5.h5", "--out", out)
+    assert code == 0, err
+    f = CropFile(out)
+    assert f.views == ["S1/Walking 1/c1", "S1/Walking 1/c2", "S9/Eating/c1", "S9/Eating/c2"]
+    for s, seq in enumerate(seqs):
+        for c, cam in enumerate(cams):
+            view = f.view(f"{seq.key}/{cam}")
+            assert list(view.frame) == [0, 1, 2, 3, 4]  # prepared frames of the 5 fps file
+            for i, t in enumerate(view.frame):
+                np.testing.assert_allclose(view.keypoints_frame[i], seq.positions_2d[c, 5 * t], atol=1e-3)
+                image = f.crop(view.key, i).astype(float).mean(-1)
+                assert all(image[int(round(y)), int(round(x))] > 150 for x, y in view.keypoints[i])
+
+    (root / "S9" / "Videos" / "Eating.c2.mp4").unlink()
+    code, _, err = run_cli("crops", "videos", "--videos", root, "--prepared", tmp_path / "p5.h5",
+                           "--out", tmp_path / "x.h5")
+    assert code == 2 and "Eating.c2.mp4: video file not found (1 of the prepared file's 4 views" in err
+    assert not (tmp_path / "x.h5").exists()
+    code, _, err = run_cli("crops", "videos", "--videos", root, "--prepared", tmp_path / "p5.h5", "--skip-missing",
+                           "--out", tmp_path / "x.h5")
+    assert code == 0 and err.count("warning") == 1 and "no video for 1 views, left out: S9/Eating/c2" in err
+    assert CropFile(tmp_path / "x.h5").views == ["S1/Walking 1/c1", "S1/Walking 1/c2", "S9/Eating/c1"]
+    odd = PreparedDataset(dataset="toy", fps=10.0, rigs={"rig": camera}, sequences=[subsample(full, 5).sequences[0]])
+    write_prepared(tmp_path / "p10.h5", odd)  # 25 fps videos are no whole multiple of 10 fps
+    code, _, err = run_cli("crops", "videos", "--videos", root, "--prepared", tmp_path / "p10.h5",
+                           "--out", tmp_path / "y.h5")
+    assert code == 2 and "runs at 25 fps, not a whole multiple of the prepared file's 10 fps" in err

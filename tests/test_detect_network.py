@@ -221,3 +221,25 @@ def test_mistakes_are_one_line_errors_that_leave_no_file(tmp_path, run_cli, data
     save_checkpoint(tmp_path / "j16.pt", {**ckpt, "args": args, "state_dict": HRNet(**args).state_dict()})
     err = fails(checkpoint=tmp_path / "j16.pt")
     assert f"{tmp_path / 'j16.pt'}: the network predicts 16 joints in keypoint format 'h36m'" in err
+
+
+def test_channels_last_and_bf16_detect_the_same_joints(tmp_path, run_cli, data):
+    """Channels-last convolutions (the default) give the NCHW detections up to float rounding (an argmax may
+    flip on a near-tie, hence 98%); bf16 autocast, where this CPU has bf16 units, finds the joints as well as
+    fp32 (mean error within 10%) and is recorded in the file's settings."""
+    from poselift.precision import bf16_support
+
+    runs = {}
+    for name, extra in {"nchw": ("--no-channels-last",), "last": (), "bf16": ("--precision", "bf16")}.items():
+        code, _, err = detect(run_cli, data, tmp_path / f"{name}.h5", *extra)
+        assert code == 0, err
+        runs[name] = load_detections(tmp_path / f"{name}.h5")
+    keys = list(runs["nchw"].keypoints)
+    a, b = (np.concatenate([runs[n].keypoints[k].ravel() for k in keys]) for n in ("nchw", "last"))
+    assert np.mean(np.abs(a - b) < 1e-2) > 0.98
+    truth = ground_truth(data["crops"])
+    if bf16_support("cpu")[0]:
+        assert runs["bf16"].params["precision"] == "bf16"
+        assert mean_error(runs["bf16"], truth) == pytest.approx(mean_error(runs["last"], truth), rel=0.1)
+    else:  # the one-line fallback ran fp32
+        assert "precision" not in runs["bf16"].params

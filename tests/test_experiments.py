@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from poselift.errors import InputError
-from poselift.experiments import STAGE_KEYS, experiment_names, load_experiment
+from poselift.experiments import QUIET_DEFAULTS, STAGE_KEYS, experiment_names, load_experiment
 from poselift.models import MODELS
 from poselift.training.tasks.lifting import LiftingTask
 from poselift.workflow import Workflow
@@ -57,7 +57,8 @@ def test_a_good_experiment_is_read_with_defaults_and_layout(tmp_path):
     assert exp.detections_path() == Path("data/detections/toy/synthetic.h5")
     assert exp.stage_dir(2) == Path("results/x/stage2")
     assert exp.evaluation_dir() == Path("results/x/evaluation")
-    assert set(a.config()) == {"number", *STAGE_KEYS, *LiftingTask.stage_keys}
+    # a key of QUIET_DEFAULTS (precision) is left out at its default: older checkpoints' configs stay equal
+    assert set(a.config()) == {"number", *STAGE_KEYS, *LiftingTask.stage_keys} - set(QUIET_DEFAULTS)
 
 
 def test_the_prepared_detector_means_no_detections_file(tmp_path):
@@ -91,7 +92,8 @@ def test_every_repository_experiment_is_valid():
                 submodule(model, sub, "params.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     wf = Workflow(params, REPO / "params.yaml")
-    assert set(wf.network_detectors()) == {"hrnet-att-cpu", "hrnet-cpu", "cpn-cpu"}
+    assert set(wf.network_detectors()) == {"hrnet-att-cpu", "hrnet-cpu", "cpn-cpu", "hrnet-att-w32-h36m",
+                                           "hrnet-w32-h36m", "cpn-r50-h36m"}
     for name, network in wf.network_detectors().items():
         assert wf.experiment(network["experiment"]).task == "heatmaps", name
     # every bench run parses (seeded runs included), and `all` builds none of the bench-only experiments
@@ -150,3 +152,46 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path):
     path.write_text("experiments: {x: [\n")
     with pytest.raises(InputError, match="not valid YAML"):
         load_experiment("x", path)
+
+
+def test_a_milestone_schedule_steps_the_learning_rate_at_the_listed_epochs(tmp_path):
+    """[HRc]'s LR_STEP [170, 200] x 0.1, shrunk: lr 1e-3 for epochs 0-1, 1e-4 for 2, 1e-5 from 3 on."""
+    import torch
+
+    from poselift.training.stage import make_optimizer
+
+    params = _edit(lambda p: p["experiments"]["x"]["stages"][0].update(schedule={"gamma": 0.1, "milestones": [2, 3]}))
+    stage = load_experiment("x", _write(tmp_path, params)).stage(1)
+    assert stage.schedule == {"gamma": 0.1, "milestones": [2, 3]}
+    optimizer, scheduler = make_optimizer(torch.nn.Linear(2, 2), stage)
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
+
+
+@pytest.mark.parametrize("schedule, problem", [
+    ({"gamma": 0.1, "milestones": [3, 2]}, "epochs must increase"),
+    ({"gamma": 0.1, "milestones": []}, "expected a list of epochs"),
+    ({"gamma": 0.1, "every": 2, "milestones": [2]}, "not both"),
+    ({"gamma": 0.1, "milestone": [2]}, "milestones"),  # a typo names the key it meant
+])
+def test_a_bad_milestone_schedule_is_one_line_naming_the_key(tmp_path, schedule, problem):
+    params = _edit(lambda p: p["experiments"]["x"]["stages"][0].update(schedule=schedule))
+    with pytest.raises(InputError) as e:
+        load_experiment("x", _write(tmp_path, params))
+    assert problem in str(e.value) and "schedule" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_init_may_name_a_checkpoint_file_which_the_workflow_declares_as_an_input(tmp_path):
+    params = _edit(lambda p: p["experiments"]["x"]["stages"][1].update(init={"": 1, "blocks": "weights/w32.pt"}))
+    path = _write(tmp_path, params)
+    exp = load_experiment("x", path)
+    assert (exp.init_sources(2), exp.init_files(2)) == ([1], ["weights/w32.pt"])
+    wf = Workflow(yaml.safe_load(path.read_text()), path)
+    assert wf.init_checkpoints("x", 2) == {"stage1": "results/x/stage1/checkpoint.pt", "init0": "weights/w32.pt"}
+    bad = _edit(lambda p: p["experiments"]["x"]["stages"][1].update(init={"blocks": "weights/w32.pth"}))
+    with pytest.raises(InputError, match=r"init.blocks: expected an earlier stage's number or a poselift checkpoint"):
+        load_experiment("x", _write(tmp_path, bad))

@@ -662,6 +662,16 @@ CASES: dict[str, Callable[[Path], Case]] = {
         write_toy_prepared(t / "in" / "p.h5"), tar_xz(t / "in" / "makehuman-cc0-assets.tar.xz", [
             file_member("../escaped.obj", b"v 0 0 0\n"), file_member(str(t / "abs" / "escaped.obj"), b"x"),
             link_member("makehuman-cc0/3dobjs/base.obj", "/etc/passwd")])),
+    # --- poselift sync: a results folder that is none (checked before MLflow is touched) ------------------
+    "sync-folder-missing": lambda t: Case(["sync", t / "results" / "x"], t / "results" / "x", "not a folder"),
+    "sync-folder-without-records": lambda t: (lambda d: Case(["sync", d], d, "no stage<N>/history.json"))(
+        write(t / "results" / "x" / "notes.txt", "").parent),
+    "sync-history-truncated": lambda t: (lambda h: Case(["sync", t / "results" / "x"], h, "not valid JSON"))(
+        write(t / "results" / "x" / "stage1" / "history.json", '{"stage": {"name": "pot"}, "epochs": [')),
+    "sync-history-not-poselift": lambda t: (lambda h: Case(["sync", t / "results" / "x"], h, "not a poselift"))(
+        write(t / "results" / "x" / "stage1" / "history.json", json.dumps({"epochs": [{"loss": 1.0}]}))),
+    "sync-metrics-not-an-object": lambda t: (lambda m: Case(["sync", t / "results" / "x"], m, "not a poselift"))(
+        write(t / "results" / "x" / "evaluation" / "metrics.json", "[1, 2]")),
 }
 
 XFAIL: dict[str, str] = {}

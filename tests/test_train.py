@@ -280,6 +280,59 @@ def test_a_killed_workflow_job_resumes_from_the_state_kept_outside_its_outputs(t
     assert history(tmp_path / "fresh")["stage"]["lr"] == 1e-3 and len(history(tmp_path / "fresh")["epochs"]) == 4
 
 
+def test_a_run_killed_after_its_final_last_pt_completes_on_rerun(tmp_path, run_cli, prepared):
+    """Killed after the final epoch's last.pt but before its history.json (or, under the workflow, after the
+    final epoch's mirror but before the kept state is removed): the rerun trains nothing, writes history.json
+    from last.pt and removes the kept state (found by benchmarks/kill_trials.py: the stale history.json stayed,
+    and the workflow's rerun, restored from the kept state, left history.json missing)."""
+    import shutil
+
+    from poselift.training.loop import _mirror
+    from poselift.workflow import code_digest
+
+    params = write_params(tmp_path, [{**STAGE, "epochs": 2}])
+    out, keep = tmp_path / "out", tmp_path / "state"
+    assert train(run_cli, params, prepared, out)[0] == 0
+    whole = (out / "history.json").read_text()
+    (out / "history.json").write_text(json.dumps({**history(out), "epochs": history(out)["epochs"][:1]}))
+    code, stdout, err = train(run_cli, params, prepared, out)
+    assert code == 0, err
+    assert "already finished" in stdout + err and (out / "history.json").read_text() == whole
+
+    from poselift.commands.train import inputs_fingerprint
+
+    code = f"{code_digest('poselift.commands.train')} {inputs_fingerprint([prepared], [])}"
+    _mirror(keep, [out / "checkpoint.pt", out / "last.pt"], {"stage": read_checkpoint(out / "last.pt")["stage"],
+                                                            "code": code})
+    shutil.rmtree(out)  # Snakemake removes the outputs of the killed job
+    code, stdout, err = train(run_cli, params, prepared, out, 1, "--keep-state", keep)
+    assert code == 0, err
+    assert "restored the training state" in stdout + err and "already finished" in stdout + err
+    assert (out / "history.json").read_text() == whole and not keep.exists()
+
+
+def test_a_kept_stage_two_state_is_stale_once_stage_one_has_trained_again(tmp_path, run_cli, prepared):
+    """A killed stage-2 job's kept state was built on stage 1's checkpoint: when stage 1 has changed since (it
+    trained again), the rerun starts stage 2 afresh instead of resuming on the old stage 1."""
+    from poselift.training.checkpoint import save_checkpoint
+
+    stages = [{**STAGE, "epochs": 1},
+              {**STAGE, "name": "refine", "model": "tiny-refined", "epochs": 3, "init": {"first": 1},
+               "freeze": ["first"]}]
+    params = write_params(tmp_path, stages)
+    keep = tmp_path / "state"
+    assert train(run_cli, params, prepared, tmp_path / "stage1")[0] == 0
+    KILL["after"] = 40  # during stage 2's second epoch or later
+    assert train(run_cli, params, prepared, tmp_path / "stage2", 2, "--keep-state", keep)[0] == 130
+    assert (keep / "last.pt").is_file()
+    one = read_checkpoint(tmp_path / "stage1" / "checkpoint.pt")
+    one["state_dict"] = {k: v + 0.01 for k, v in one["state_dict"].items()}  # stage 1 trained again: other weights
+    save_checkpoint(tmp_path / "stage1" / "checkpoint.pt", one)
+    code, stdout, err = train(run_cli, params, prepared, tmp_path / "stage2b", 2, "--keep-state", keep)
+    assert code == 0, err
+    assert "discarding the kept training state" in stdout + err and "resuming" not in stdout + err
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path, run_cli, prepared):
     params = write_params(tmp_path, [{**STAGE, "epochs": 1}])
     out = tmp_path / "stage1"
@@ -348,6 +401,26 @@ def test_init_from_a_checkpoint_that_does_not_fit_is_an_input_error(tmp_path, ru
     assert code == 2 and "stage1/checkpoint.pt: does not fit submodule 'first' of TinyRefined" in err
     code, _, err = train(run_cli, params, prepared, tmp_path / "stage2", 2, "--init", f"1={tmp_path / 'nope.pt'}")
     assert code == 2 and "nope.pt: file not found" in err
+
+
+def test_init_from_a_checkpoint_file_loads_it_into_the_submodule(tmp_path, run_cli, prepared):
+    """``init: {first: path.pt}`` (e.g. official weights through import-checkpoint) starts the submodule from
+    that file, as a stage number starts it from an earlier stage (here: the same weights, no stage 1 run)."""
+    stages = [{**STAGE, "epochs": 1}]
+    params = write_params(tmp_path, stages)
+    assert train(run_cli, params, prepared, tmp_path / "donor")[0] == 0
+    donor = tmp_path / "donor" / "checkpoint.pt"
+    refine = {**STAGE, "name": "refine", "model": "tiny-refined", "epochs": 1, "init": {"first": str(donor)},
+              "freeze": ["first"]}
+    params = write_params(tmp_path, [refine])
+    code, _, err = train(run_cli, params, prepared, tmp_path / "stage1")
+    assert code == 0, err
+    one = read_checkpoint(donor)["state_dict"]
+    two = read_checkpoint(tmp_path / "stage1" / "checkpoint.pt")["state_dict"]
+    assert all(torch.equal(two[f"first.{k}"], v) for k, v in one.items())
+    (tmp_path / "donor" / "checkpoint.pt").unlink()
+    code, _, err = train(run_cli, params, prepared, tmp_path / "stage1b")
+    assert code == 2 and f"{donor}: file not found" in err
 
 
 # --- evaluation -------------------------------------------------------------------------------------------

@@ -225,6 +225,8 @@ def test_render_section_wires_the_render_rule_and_the_contact_sheets():
     wf = Workflow(p)
     assert wf.all_renders() == ["data/renders/bandai-cpu.h5"]
     assert wf.render_args("bandai-cpu") == "--every 60 --seed 3 --full-frames"
+    assert wf.render_command("bandai-cpu", 4) == "poselift render --every 60 --seed 3 --full-frames --workers 4"
+    assert wf.render_code("bandai-cpu") == "render"
     assert wf.report_sheets() == ["reports/crops-bandai-cpu.png"]
     assert wf.report_crops_args() == "--crops data/renders/bandai-cpu.h5"
     p["render"]["bandai-cpu"]["colour"] = "red"
@@ -232,6 +234,14 @@ def test_render_section_wires_the_render_rule_and_the_contact_sheets():
         Workflow(p).renders()
     p["render"] = {"nowhere": {}}
     with pytest.raises(InputError, match=r"datasets.nowhere: missing"):
+        Workflow(p).renders()
+    # real frames instead of renders: the crops are cut from the dataset's videos
+    p["render"] = {"bandai-cpu": {"videos": "/data/h36m", "skip_missing": True}}
+    wf = Workflow(p)
+    assert wf.render_command("bandai-cpu", 4) == "poselift crops videos --videos /data/h36m --skip-missing"
+    assert wf.render_code("bandai-cpu") == "crops" and wf.all_renders() == ["data/renders/bandai-cpu.h5"]
+    p["render"]["bandai-cpu"]["seed"] = 1  # a render setting means nothing for real frames
+    with pytest.raises(InputError, match=r"render.bandai-cpu.seed: unknown key \(known: videos, pattern, skip_missing\)"):
         Workflow(p).renders()
     assert Workflow(params()).all_renders() == [] and Workflow(params()).report_sheets() == []
 

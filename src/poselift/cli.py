@@ -10,11 +10,11 @@ import threading
 
 from poselift import __version__
 from poselift.commands import (baseline, crops, demo, detect, evaluate, import_checkpoint, import_detections, info,
-                               metrics, prepare, render, report, train)
+                               metrics, prepare, render, report, sync, train)
 from poselift.errors import InputError
 
 COMMANDS = (prepare, import_detections, info, render, crops, detect, baseline, metrics, train, evaluate, import_checkpoint,
-            report, demo)
+            report, demo, sync)
 
 
 def build_parser() -> argparse.ArgumentParser:

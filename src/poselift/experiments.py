@@ -21,9 +21,11 @@ Shape of the sections (the keys every stage has are :data:`STAGE_KEYS`; a task a
 Stage numbers are 1-based positions in ``stages``. A stage's ``task`` (what a batch holds, how the model is
 called, which loss terms exist, which metric validates: :data:`poselift.training.tasks.TASKS`) is the model
 class's ``task`` attribute ("lifting" when it has none) unless the stage names one. ``init: {submodule: N}`` loads stage N's
-``checkpoint.pt`` into that submodule ("" = the whole model); ``freeze: [submodule, ...]`` takes those
-submodules out of the optimiser and keeps them in eval mode. Any mistake is an :class:`InputError`
-naming the params file and the key, e.g. ``params.yaml: experiments.x.stages[2].losses: unknown loss
+``checkpoint.pt`` into that submodule ("" = the whole model), ``init: {submodule: path.pt}`` a checkpoint file
+(e.g. official weights converted by ``poselift import-checkpoint``); ``freeze: [submodule, ...]`` takes those
+submodules out of the optimiser and keeps them in eval mode. ``resources: {gpus, cpus, mem_gb, hours}`` is
+what the stage's Slurm job asks for (:data:`RESOURCE_KEYS`; ``gpus`` > 1 trains under torchrun, one process
+a GPU). Any mistake is an :class:`InputError` naming the params file and the key, e.g. ``params.yaml: experiments.x.stages[2].losses: unknown loss
 term 'l3' (known: mpjpe, ...)``.
 """
 
@@ -37,6 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from poselift.errors import InputError
+from poselift.precision import PRECISIONS
 
 PARAMS = Path("params.yaml")
 PREPARED_DIR = Path("data/prepared")
@@ -59,14 +62,25 @@ STAGE_KEYS = {
     "optimizer": "adam",  # adam | adamw
     "weight_decay": 0.0,
     "amsgrad": False,
-    "schedule": {"gamma": 1.0, "every": 1},  # lr *= gamma every `every` epochs
+    "schedule": {"gamma": 1.0, "every": 1},  # lr *= gamma every `every` epochs, or at each epoch of `milestones`
     "max_norm": None,  # gradient-norm clipping
-    "init": {},  # {submodule ("" = whole model): stage number}
+    "init": {},  # {submodule ("" = whole model): an earlier stage's number, or a checkpoint file (.pt)}
     "freeze": [],  # submodules kept fixed (no gradient, eval mode)
     "seed": 0,
     "select": "best",  # checkpoint.pt = the best-validation epoch ("best") or the final one ("last")
+    "precision": "fp32",  # forward passes in fp32, or bf16 autocast where the device has bf16 units
 }
 OPTIMIZERS = ("adam", "adamw")
+# Keys added after results existed, left out of Stage.config() at their default: the checkpoints and the
+# workflow's params of stages that do not set them stay what they were (no retraining, last.pt resumes).
+QUIET_DEFAULTS = {"precision": "fp32"}
+# A stage's ``resources``: what its Slurm job asks for (GPUs = training processes, one per GPU, under torchrun
+# when more than one; CPUs; memory; wall time). Not a training setting, so not in Stage.config(): changing it
+# neither retrains a stage nor stops last.pt from resuming. Defaults by the experiment's size: a dataset of the
+# ``cpu`` subset (the configs `make run` trains on a laptop) asks for a small job, any other for a paper-scale one.
+RESOURCE_KEYS = ("gpus", "cpus", "mem_gb", "hours")
+PAPER_RESOURCES = {"gpus": 1, "cpus": 4, "mem_gb": 32, "hours": 24}
+SMALL_RESOURCES = {"gpus": 1, "cpus": 2, "mem_gb": 8, "hours": 2}  # the CPU configs: sized for a 2-core machine
 
 
 # --- the file layout --------------------------------------------------------------------------------------
@@ -134,12 +148,19 @@ class Stage:
     seed: int
     select: str
     options: dict  # the task's own stage keys (e.g. lifting's window, flip_augment), checked by the task
+    precision: str = "fp32"  # "fp32" | "bf16" (poselift.precision)
+    resources: dict = field(default_factory=lambda: dict(PAPER_RESOURCES))  # its job's {gpus, cpus, mem_gb, hours}
 
     def config(self) -> dict:
         """Plain-dict form (checkpoints, MLflow params, resume checks, the workflow's rerun params): every
-        stage key, the task's included, with the model preset spelled out."""
+        stage key, the task's included, with the model preset spelled out; a key of :data:`QUIET_DEFAULTS`
+        only when it is not at its default."""
         d = asdict(self)
         d.update(d.pop("options"))
+        del d["resources"]  # what the job asks for, not how it trains
+        for key, default in QUIET_DEFAULTS.items():
+            if d[key] == default:
+                del d[key]
         d["model"] = {"preset": self.model.preset, "class": self.model.cls, "args": dict(self.model.args)}
         return d
 
@@ -191,7 +212,11 @@ class Experiment:
 
     def init_sources(self, number: int) -> list[int]:
         """The earlier stages whose checkpoint.pt stage ``number``'s ``init`` loads."""
-        return sorted(set(self.stage(number).init.values()))
+        return sorted({v for v in self.stage(number).init.values() if isinstance(v, int)})
+
+    def init_files(self, number: int) -> list[str]:
+        """The checkpoint files (not stages) stage ``number``'s ``init`` loads, e.g. imported official weights."""
+        return sorted({v for v in self.stage(number).init.values() if isinstance(v, str)})
 
 
 def read_params(path: str | os.PathLike = PARAMS) -> dict:
@@ -239,7 +264,7 @@ def parse_experiment(params: dict, name: str, path: str | os.PathLike = PARAMS) 
         raise InputError(path, f"{where}.stages: expected a non-empty list of stages")
     stages: list[Stage] = []
     for number, raw in enumerate(stages_raw, 1):
-        stage = _stage(check, params, raw, number, f"{where}.stages[{number}]")
+        stage = _stage(check, params, raw, number, f"{where}.stages[{number}]", default_resources(dataset))
         stages.append(replace(stage, seed=stage.seed + offset))
     return Experiment(name=name, dataset=dataset, detector=detector, stages=tuple(stages), params_path=path,
                       base=base, seed_offset=offset, bench_only=bench_only)
@@ -379,7 +404,27 @@ def check_model_args(factory, args: dict, path, where: str) -> None:
                                    f"{getattr(factory, '__name__', factory)})")
 
 
-def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage:
+def default_resources(dataset: DatasetSpec) -> dict:
+    """What a stage's job asks for unless its ``resources`` say otherwise: small for a ``cpu``-subset dataset."""
+    return dict(SMALL_RESOURCES if dataset.options.get("subset") == "cpu" else PAPER_RESOURCES)
+
+
+def _resources(check: _Checker, raw, where: str, defaults: dict) -> dict:
+    """A stage's ``resources`` mapping checked, the keys it leaves out at ``defaults``."""
+    if raw is None:
+        return dict(defaults)
+    check.keys(check.mapping(raw, where), where, required=(), optional=RESOURCE_KEYS)
+    out = {**defaults, **raw}
+    out["gpus"] = check.integer(out["gpus"], f"{where}.gpus", minimum=0)
+    out["cpus"] = check.integer(out["cpus"], f"{where}.cpus", minimum=1)
+    for key in ("mem_gb", "hours"):
+        value = check.number(out[key], f"{where}.{key}", positive=True)
+        out[key] = int(value) if value == int(value) else value
+    return out
+
+
+def _stage(check: _Checker, params: dict, raw, number: int, where: str,
+           resources: dict | None = None) -> Stage:
     from poselift.models import MODELS
     from poselift.training.tasks import TASKS
 
@@ -389,7 +434,8 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage
     task_name = check.choice(task_name, f"{where}.task", tuple(TASKS))
     task = TASKS[task_name]
     check.keys(raw, where, required=[k for k, v in STAGE_KEYS.items() if v is REQUIRED],
-               optional=[k for k, v in STAGE_KEYS.items() if v is not REQUIRED] + list(task.stage_keys))
+               optional=[k for k, v in STAGE_KEYS.items() if v is not REQUIRED] + list(task.stage_keys)
+               + ["resources"])
     s = {k: raw.get(k, v) for k, v in STAGE_KEYS.items()}
     s["name"] = check.string(s["name"], f"{where}.name")
     s["task"] = task_name
@@ -403,11 +449,22 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage
     s["amsgrad"] = check.boolean(s["amsgrad"], f"{where}.amsgrad")
     s["optimizer"] = check.choice(s["optimizer"], f"{where}.optimizer", OPTIMIZERS)
     s["select"] = check.choice(s["select"], f"{where}.select", ("best", "last"))
+    s["precision"] = check.choice(s["precision"], f"{where}.precision", PRECISIONS)
 
     schedule = check.mapping(s["schedule"], f"{where}.schedule")
-    check.keys(schedule, f"{where}.schedule", required=("gamma",), optional=("every",))
+    check.keys(schedule, f"{where}.schedule", required=("gamma",), optional=("every", "milestones"))
     s["schedule"] = {"gamma": check.number(schedule["gamma"], f"{where}.schedule.gamma", positive=True),
                      "every": check.integer(schedule.get("every", 1), f"{where}.schedule.every", minimum=1)}
+    if "milestones" in schedule:  # lr *= gamma at each listed epoch (MultiStepLR), e.g. [HRc]'s LR_STEP
+        if "every" in schedule:
+            check.fail(f"{where}.schedule", "give either 'every' (a step each n epochs) or 'milestones', not both")
+        steps = schedule["milestones"]
+        if not isinstance(steps, list) or not steps:
+            check.fail(f"{where}.schedule.milestones", f"expected a list of epochs, got {steps!r}")
+        steps = [check.integer(v, f"{where}.schedule.milestones", minimum=1) for v in steps]
+        if steps != sorted(set(steps)):
+            check.fail(f"{where}.schedule.milestones", f"epochs must increase, got {steps}")
+        s["schedule"] = {"gamma": s["schedule"]["gamma"], "milestones": steps}
 
     losses = check.mapping(s["losses"], f"{where}.losses")
     if not losses:
@@ -423,16 +480,23 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str) -> Stage
     init = check.mapping(s["init"], f"{where}.init")
     for sub, source in init.items():
         key = f"{where}.init.{sub or '(whole model)'}"
+        if isinstance(source, str):  # a checkpoint file, e.g. official weights through `import-checkpoint`
+            if not source.endswith(".pt"):
+                check.fail(key, f"expected an earlier stage's number or a poselift checkpoint file (.pt), "
+                                f"got '{source}'")
+            continue
         n = check.integer(source, key, minimum=1)
         if n >= number:
             raise InputError(check.path, f"{key}: stage {n} is not an earlier stage (this is stage {number})")
-    s["init"] = {("" if k is None else str(k)): int(v) for k, v in init.items()}
+    s["init"] = {("" if k is None else str(k)): v if isinstance(v, str) else int(v) for k, v in init.items()}
     freeze = s["freeze"]
     if not isinstance(freeze, list) or not all(isinstance(f, str) for f in freeze):
         raise InputError(check.path, f"{where}.freeze: expected a list of submodule names")
     s["freeze"] = list(freeze)
     options = task.check_stage_options({k: raw.get(k, v) for k, v in task.stage_keys.items()}, check, where)
-    return Stage(number=number, model=model, options=options, **{k: v for k, v in s.items() if k != "model"})
+    resources = _resources(check, raw.get("resources"), f"{where}.resources", resources or PAPER_RESOURCES)
+    return Stage(number=number, model=model, options=options, resources=resources,
+                 **{k: v for k, v in s.items() if k != "model"})
 
 
 def did_you_mean(word, choices) -> str:

@@ -13,7 +13,9 @@ import ast
 import hashlib
 import importlib.util
 import os
+import re
 import shlex
+import subprocess
 from pathlib import Path
 
 from poselift.data.readers import SOURCE_OPTIONAL
@@ -27,8 +29,9 @@ REPORT = {"table": "reports/results.md", "csv": "reports/results.csv", "html": "
           "metrics": "reports/metrics.json", "plot": "reports/per_action.png"}
 
 # The subcommands the rules run (poselift.commands.<name>): each gets a code fingerprint.
-COMMANDS = ("prepare", "render", "detect", "import_detections", "train", "evaluate", "baseline", "report")
+COMMANDS = ("prepare", "render", "crops", "detect", "import_detections", "train", "evaluate", "baseline", "report")
 RENDER_KEYS = ("every", "seed", "background_seed", "split", "quality", "full_frames")  # params.yaml render.<dataset> -> poselift render
+VIDEO_KEYS = ("videos", "pattern", "skip_missing")  # render.<dataset> with `videos`: crops of real frames -> poselift crops videos
 
 
 def _posix(path) -> str:
@@ -108,6 +111,9 @@ class Workflow:
         elif (detector != OWN_2D and not self._image_free(detector)
               and self.imported_detections(dataset.name, detector) is None):  # neither computed nor imported
             missing.append(f"detectors.{detector}.import.{dataset.name}")
+        for stage in exp.stages:  # an `init` checkpoint file no rule makes (official weights the user imports)
+            missing += [f"{path} (an init file that does not exist)" for path in exp.init_files(stage.number)
+                        if not Path(path).is_file() and f"{path} (an init file that does not exist)" not in missing]
         return missing
 
     def selected(self) -> list[str]:
@@ -202,9 +208,11 @@ class Workflow:
                         for key, path in self.experiment(name).inputs().items())
 
     def init_checkpoints(self, name: str, number: int) -> dict:
-        """{stage M: its checkpoint.pt} for every earlier stage that stage `number`'s `init` loads."""
-        return {f"stage{m}": f"{_posix(stage_dir(name, m))}/checkpoint.pt"
-                for m in self.experiment(name).init_sources(number)}
+        """{stage M: its checkpoint.pt} for every earlier stage that stage `number`'s `init` loads, and
+        {init<i>: file} for each checkpoint file it loads (e.g. imported official weights)."""
+        exp = self.experiment(name)
+        return {**{f"stage{m}": f"{_posix(stage_dir(name, m))}/checkpoint.pt" for m in exp.init_sources(number)},
+                **{f"init{i}": path for i, path in enumerate(exp.init_files(number))}}
 
     def init_args(self, name: str, number: int) -> str:
         """--init M=PATH for each checkpoint of init_checkpoints (the paths the train rule declares as inputs)."""
@@ -246,27 +254,43 @@ class Workflow:
     # --- the rendered benchmark ---
 
     def renders(self) -> dict:
-        """params.yaml ``render``: {dataset: settings} of the datasets rendered into labelled crops."""
+        """params.yaml ``render``: {dataset: settings} of the datasets made into labelled crops: rendered
+        (``poselift render``), or, with ``videos``, cut from the dataset's real videos (``poselift crops
+        videos``, e.g. Human3.6M's)."""
         section = self.config.get("render") or {}
         if not isinstance(section, dict):
             raise InputError(self.params_path, "render: expected a mapping of dataset names")
         for dataset, settings in section.items():
             self.dataset_spec(dataset)
-            unknown = sorted(set(settings or {}) - set(RENDER_KEYS))
+            known = VIDEO_KEYS if "videos" in (settings or {}) else RENDER_KEYS
+            unknown = sorted(set(settings or {}) - set(known))
             if unknown:
                 raise InputError(self.params_path, f"render.{dataset}.{unknown[0]}: unknown key "
-                                                   f"(known: {', '.join(RENDER_KEYS)})")
+                                                   f"(known: {', '.join(known)})")
         return {dataset: dict(settings or {}) for dataset, settings in section.items()}
 
     def all_renders(self) -> list[str]:
         return [_posix(renders_path(d)) for d in self.renders()]
 
     def render_args(self, dataset: str) -> str:
-        """`poselift render` options from params.yaml render.<dataset>."""
+        """`poselift render` options from params.yaml render.<dataset> (or `poselift crops videos`' with
+        ``videos``)."""
         settings = self.renders()[dataset]
+        flags = ("full_frames", "skip_missing")
         args = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in settings.items()
-                if k != "full_frames" and v is not None]
-        return " ".join(args + (["--full-frames"] if settings.get("full_frames") else []))
+                if k not in flags and v is not None]
+        return " ".join(args + [f"--{k.replace('_', '-')}" for k in flags if settings.get(k)])
+
+    def render_command(self, dataset: str, workers: int) -> str:
+        """The command that makes data/renders/<dataset>.h5 (then --prepared and --out follow): `poselift
+        render` with render.<dataset>'s settings, or `poselift crops videos` when they name ``videos``."""
+        if "videos" in self.renders()[dataset]:
+            return f"poselift crops videos {self.render_args(dataset)}"
+        return f"poselift render {self.render_args(dataset)} --workers {int(workers)}"
+
+    def render_code(self, dataset: str) -> str:
+        """Which command's code fingerprint the render rule of ``dataset`` carries: crops or render."""
+        return "crops" if "videos" in self.renders()[dataset] else "render"
 
     def report_crops_args(self) -> str:
         return " ".join(f"--crops {path}" for path in self.all_renders())
@@ -275,7 +299,41 @@ class Workflow:
         """The contact sheets `poselift report` draws of the renders: reports/crops-<dataset>.png."""
         return [f"reports/crops-{d}.png" for d in self.renders()]
 
-    # --- prepare's and detect's command lines ---
+    # --- what a job asks Slurm for ---
+
+    def train_resources(self, name: str, number: int) -> dict:
+        """Stage ``number``'s job, from its ``resources`` (:data:`poselift.experiments.RESOURCE_KEYS`): {"gpu",
+        "cpus", "mem_mb", "runtime" (minutes)}. The train rule asks for them and passes ``gpu`` to
+        ``poselift train --processes`` (torchrun with one process a GPU when more than one)."""
+        r = self.experiment(name).stage(number).resources
+        return {"gpu": r["gpus"], "cpus": r["cpus"], "mem_mb": int(round(r["mem_gb"] * 1000)),
+                "runtime": int(-(-r["hours"] * 60 // 1))}
+
+    def evaluate_resources(self, name: str) -> dict:
+        """An evaluation's job: one process (at most one GPU), the last stage's CPUs and memory, at most 4 h."""
+        r = self.train_resources(name, self.num_stages(name))
+        return {**r, "gpu": min(r["gpu"], 1), "runtime": min(r["runtime"], 240)}
+
+    def unschedulable(self, partitions: dict) -> list[str]:
+        """One line for each train job of `all` and `bench` that no partition of ``partitions`` (from
+        :func:`slurm_partitions`) can ever run: more GPUs, CPUs or memory than its largest node has, or a
+        longer time than its limit. Empty without partitions (no Slurm here)."""
+        if not partitions:
+            return []
+        lines, seen = [], set()
+        for name in self.selected() + self.bench_selected():
+            base = self.experiment(name).base  # a bench run <base>-seed<k> asks for what its base asks
+            for stage in self.experiment(name).stages:
+                job = self.train_resources(name, stage.number)
+                if (base, stage.number) in seen or any(_fits(job, limits) for limits in partitions.values()):
+                    continue
+                seen.add((base, stage.number))
+                largest = "; ".join(f"{part}: {_describe(limits)}" for part, limits in partitions.items())
+                lines.append(f"poselift workflow: Slurm can never schedule train {base} stage {stage.number} "
+                             f"({_describe(job)}, experiments.{base}.stages[{stage.number}].resources): no "
+                             f"partition has a node and time limit that large ({largest})")
+        return lines
+
 
     def dataset_spec(self, name: str) -> dict:
         """params.yaml datasets.<name> as written (reader and its options)."""
@@ -329,6 +387,68 @@ class Workflow:
 
 
 # --- between-workflow output cache -------------------------------------------------------------------------
+
+def slurm_partitions(run=subprocess.run) -> dict:
+    """{partition: {"gpu", "cpus", "mem_mb", "runtime"}}: the largest node of each Slurm partition (GPUs, CPUs,
+    memory) and its time limit in minutes (None: unlimited), from ``sinfo``; {} where there is no Slurm."""
+    try:
+        out = run(["sinfo", "--noheader", "--format", "%P|%c|%m|%G|%l"], capture_output=True, text=True,
+                  timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if out.returncode != 0:
+        return {}
+    partitions: dict = {}
+    for line in out.stdout.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 5:
+            continue
+        name, cpus, mem, gres, limit = fields
+        node = {"gpu": _gres_gpus(gres), "cpus": _leading_int(cpus), "mem_mb": _leading_int(mem),
+                "runtime": _minutes(limit)}
+        best = partitions.setdefault(name.rstrip("*"), node)
+        for key in ("gpu", "cpus", "mem_mb"):
+            best[key] = max(best[key], node[key])
+    return partitions
+
+
+def _fits(job: dict, limits: dict) -> bool:
+    return (job["gpu"] <= limits["gpu"] and job["cpus"] <= limits["cpus"] and job["mem_mb"] <= limits["mem_mb"]
+            and (limits["runtime"] is None or job["runtime"] <= limits["runtime"]))
+
+
+def _describe(r: dict) -> str:
+    hours = "no time limit" if r["runtime"] is None else f"{r['runtime'] / 60:g} h"
+    return f"{r['gpu']} GPUs, {r['cpus']} CPUs, {r['mem_mb'] / 1000:g} GB, {hours}"
+
+
+def _leading_int(text: str) -> int:
+    """sinfo's "64" or "64+" (nodes differ) -> 64; anything else 0."""
+    digits = re.match(r"\d+", text.strip())
+    return int(digits.group()) if digits else 0
+
+
+def _gres_gpus(gres: str) -> int:
+    """GPUs a node of sinfo's %G has: "gpu:4", "gpu:a100:4(S:0-1)", "(null)" -> 4, 4, 0."""
+    counts = [int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,()]+)?:(\d+)", gres)]
+    return max(counts, default=0)
+
+
+def _minutes(limit: str) -> int | None:
+    """sinfo's time limit ("infinite", "1-00:00:00", "2:00:00", "30:00") in minutes; None when unlimited."""
+    limit = limit.strip()
+    if limit in ("infinite", "UNLIMITED", "n/a", ""):
+        return None
+    days, _, clock = limit.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # D-H, D-H:M, D-H:M:S
+        hours, minutes, seconds = parts + [0] * (3 - len(parts))
+    elif len(parts) == 3:  # H:M:S
+        hours, minutes, seconds = parts
+    else:  # M:S or M
+        hours, minutes, seconds = 0, parts[0], parts[1] if len(parts) == 2 else 0
+    return (int(days or 0) * 24 + hours) * 60 + minutes + (seconds > 0)
+
 
 def ensure_output_cache(environ=os.environ) -> str:
     """SNAKEMAKE_OUTPUT_CACHE: the environment's, else one per user ($XDG_CACHE_HOME or ~/.cache, then

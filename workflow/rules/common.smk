@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from poselift.workflow import REPORT, Workflow, code_digests, ensure_output_cache
+from poselift.workflow import REPORT, Workflow, code_digests, ensure_output_cache, slurm_partitions
 
 # The CLI reads the same file the workflow was configured with (`configfile:` or --configfile).
 PARAMS = Path(workflow.configfiles[-1]) if workflow.configfiles else Path("params.yaml")
@@ -21,13 +21,14 @@ ensure_output_cache(os.environ)
 stage_config, num_stages, validation_split = wf.stage_config, wf.num_stages, wf.validation_split
 experiment_inputs, data_args, last_checkpoint = wf.experiment_inputs, wf.data_args, wf.last_checkpoint
 init_checkpoints, init_args = wf.init_checkpoints, wf.init_args
+train_resources, evaluate_resources = wf.train_resources, wf.evaluate_resources
 all_prepared, all_detections, all_checkpoints, all_metrics = (
     wf.all_prepared, wf.all_detections, wf.all_checkpoints, wf.all_metrics)
 report_names = wf.report_names
 bench_metrics, bench_report_names = wf.bench_metrics, wf.bench_report_names
 source_files, prepare_args = wf.source_files, wf.prepare_args
-all_renders, render_args, report_crops_args, report_sheets = (
-    wf.all_renders, wf.render_args, wf.report_crops_args, wf.report_sheets)
+all_renders, render_command, render_code, report_crops_args, report_sheets = (
+    wf.all_renders, wf.render_command, wf.render_code, wf.report_crops_args, wf.report_sheets)
 imported_detections, detect_command = wf.imported_detections, wf.detect_command
 detect_inputs = lambda w: wf.detect_inputs(w.dataset, w.detector)
 # wildcard constraints: which rule makes which file
@@ -42,3 +43,10 @@ CODE = code_digests()
 if workflow.is_main_process:
     for _line in wf.left_out_messages():
         print(_line, file=sys.stderr)
+
+
+onstart:
+    # Under the Slurm executor: a train job no partition can ever run would pend forever without a word.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        for _line in wf.unschedulable(slurm_partitions()):
+            print(_line, file=sys.stderr)

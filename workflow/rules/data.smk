@@ -63,14 +63,16 @@ rule detect:
 rule render:
     """People rendered from a prepared dataset's motion through its cameras (`poselift render`): labelled
     256x192 crops, with the settings of params.yaml render.<dataset>. The MakeHuman assets are checked against
-    the manifest shipped with the code, so the code fingerprint covers them."""
+    the manifest shipped with the code, so the code fingerprint covers them. With render.<dataset>.videos, the
+    crops are cut from the dataset's real videos instead (`poselift crops videos`; the videos folder is named
+    in the params, its files are not hashed)."""
     input:
         "data/prepared/{dataset}.h5",
     output:
         "data/renders/{dataset}.h5",
     params:
-        args=lambda w: render_args(w.dataset),
-        code=CODE["render"],
+        command=lambda w, threads: render_command(w.dataset, threads),
+        code=lambda w: CODE[render_code(w.dataset)],
     log:
         "logs/render/{dataset}.log",
     cache: "omit-software"
@@ -79,7 +81,7 @@ rule render:
         mem_mb=lambda wildcards, threads: 1000 + 500 * threads,
         runtime=240,
     shell:
-        "poselift render --prepared {input} {params.args} --workers {threads} --out {output} > {log} 2>&1"
+        "{params.command} --prepared {input} --out {output} > {log} 2>&1"
 
 
 ruleorder: detect_images > detect  # a network detector's file: detect_images (its wildcard matches only those)

@@ -1,6 +1,10 @@
-# Training (stage by stage) and evaluation: GPU jobs on a cluster (resources gpu=1), the CPU under the local
-# profile. Generic over experiments and stages: stage N of experiment E reads E's data and the checkpoints of
-# the earlier stages its `init` names (stage II on the frozen stage I, or any later stage on any earlier one).
+# Training (stage by stage) and evaluation: GPU jobs on a cluster, the CPU under the local profile. Each
+# stage's job asks for its `resources` of params.yaml (gpus, cpus, mem_gb, hours; defaults sized to the
+# experiment: poselift.experiments.RESOURCE_KEYS, computed by poselift.workflow's train_resources); a stage of
+# N > 1 GPUs trains with N processes (`poselift train --processes N`: torchrun, one process a GPU). Resources
+# are not params: changing them reruns nothing. Generic over experiments and stages: stage N of experiment E
+# reads E's data and the checkpoints of the earlier stages its `init` names (stage II on the frozen stage I, or
+# any later stage on any earlier one).
 #
 # The params carry each job's own settings (the stage's section of params.yaml with its model preset, the
 # code fingerprint), so Snakemake reruns exactly the jobs whose settings changed, and what depends on them.
@@ -32,16 +36,16 @@ rule train:
         "logs/train/{experiment}/stage{stage}.log",
     benchmark:
         "logs/benchmarks/train/{experiment}/stage{stage}.tsv"
-    threads: 4
+    threads: lambda w: train_resources(w.experiment, int(w.stage))["cpus"]
     resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=1440,
+        gpu=lambda w: train_resources(w.experiment, int(w.stage))["gpu"],
+        mem_mb=lambda w: train_resources(w.experiment, int(w.stage))["mem_mb"],
+        runtime=lambda w: train_resources(w.experiment, int(w.stage))["runtime"],
     shell:
         "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
         " poselift train --experiment {wildcards.experiment} --stage {wildcards.stage} --params {params.params_file}"
         " {params.data} {params.init} --out results/{wildcards.experiment}/stage{wildcards.stage}"
-        " --device {DEVICE} --threads {threads} --keep-state .snakemake/poselift-state/{wildcards.experiment}/stage{wildcards.stage})"
+        " --device {DEVICE} --threads {threads} --processes {resources.gpu} --keep-state .snakemake/poselift-state/{wildcards.experiment}/stage{wildcards.stage})"
         " > {log} 2>&1"
 
 
@@ -70,11 +74,11 @@ rule evaluate:
         "logs/evaluate/{experiment}.log",
     benchmark:
         "logs/benchmarks/evaluate/{experiment}.tsv"
-    threads: 4
+    threads: lambda w: evaluate_resources(w.experiment)["cpus"]
     resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=240,
+        gpu=lambda w: evaluate_resources(w.experiment)["gpu"],
+        mem_mb=lambda w: evaluate_resources(w.experiment)["mem_mb"],
+        runtime=lambda w: evaluate_resources(w.experiment)["runtime"],
     shell:
         "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
         " poselift evaluate --experiment {wildcards.experiment} --params {params.params_file} {params.data}"
@@ -103,11 +107,11 @@ rule evaluate_detector:
         "logs/evaluate/{experiment}.log",
     benchmark:
         "logs/benchmarks/evaluate/{experiment}.tsv"
-    threads: 4
+    threads: lambda w: evaluate_resources(w.experiment)["cpus"]
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=240,
+        gpu=lambda w: evaluate_resources(w.experiment)["gpu"],
+        mem_mb=lambda w: evaluate_resources(w.experiment)["mem_mb"],
+        runtime=lambda w: evaluate_resources(w.experiment)["runtime"],
     shell:
         "(echo \"job ${{SLURM_JOB_ID:-local}} on $(hostname), CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}}\";"
         " poselift evaluate --experiment {wildcards.experiment} --params {params.params_file} {params.data}"

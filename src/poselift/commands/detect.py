@@ -11,10 +11,13 @@ defaults, equal to the repository's params.yaml, when it is not given). The netw
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from pathlib import Path
 
 from poselift.detection import DETECTORS
+from poselift.detection.network import CHANNELS_LAST
+from poselift.precision import PRECISIONS
 
 
 def add_parser(sub):
@@ -35,6 +38,12 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=64, help="network detectors: crops per batch (default 64)")
     p.add_argument("--no-flip-test", dest="flip_test", action="store_false",
                    help="network detectors: no flip-test averaging (default: on, as the official HRNet test)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="network detectors: forward passes in fp32 (default) or under bf16 autocast, bf16 only "
+                        "where the device has bf16 matrix units (checked at start), else one warning and fp32")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=CHANNELS_LAST,
+                   help="network detectors: convolutions in channels-last memory format (default: on, faster "
+                        "on the CPUs measured, see benchmarks/detectors.py)")
     p.add_argument("--features", type=Path, metavar="OUT.h5",
                    help="network detectors: also write each crop's stride-4 feature map of the same pass (float16, "
                         "keyed by view and frame: poselift.data.features), the image tokens of Lifting by Image")
@@ -60,10 +69,13 @@ def run(args) -> int:
             raise InputError("--batch-size", f"must be >= 1 (got {args.batch_size})")
         detector = DETECTORS[args.detector](args.params, args.seed, checkpoint=args.checkpoint, images=args.images,
                                             device=args.device, batch_size=args.batch_size,
-                                            flip_test=args.flip_test)
+                                            flip_test=args.flip_test, precision=args.precision,
+                                            channels_last=args.channels_last)
     else:
         if args.features is not None:
             raise InputError("--features", f"only network detectors compute feature maps, not '{args.detector}'")
+        if args.precision != "fp32":
+            raise InputError("--precision", f"only network detectors run at bf16, not '{args.detector}'")
         detector = DETECTORS[args.detector](args.params, args.seed)
 
     data = load_prepared(args.prepared)

@@ -41,7 +41,8 @@ def add_parser(sub):
 def run(args) -> int:
     from poselift.errors import InputError
     from poselift.experiments import load_experiment
-    from poselift.tracking import Tracker
+    from poselift.precision import resolve as resolve_precision
+    from poselift.tracking import Tracker, evaluation_metrics
     from poselift.training.checkpoint import instantiate, read_checkpoint
     from poselift.training.stage import resolve_device
     from poselift.training.tasks import TASKS
@@ -57,31 +58,23 @@ def run(args) -> int:
         raise InputError("--batch-size", f"must be >= 1 (got {batch_size})")
     device = resolve_device(args.device)
     set_threads(args)
+    precision = resolve_precision(args.precision or stage.precision, device)
 
     ckpt = read_checkpoint(checkpoint)
-    model = instantiate(ckpt, checkpoint, device)
+    model = precision.prepare(instantiate(ckpt, checkpoint, device))
     task = TASKS[ckpt.get("task", stage.task)](inputs, device)
     files = {name: str(path) if path is not None else None for name, path in inputs.items()}
-    result, num_views, window = task.evaluate(
-        model, ckpt, checkpoint, out, args.split, batch_size, flip_test, args.pck_joints,
+    result, num_views, window = precision.run(
+        task.evaluate, model, ckpt, checkpoint, out, args.split, batch_size, flip_test, args.pck_joints,
         inputs={"checkpoint": str(checkpoint), "model": ckpt["model"], **files, "split": args.split,
-                "flip_test": flip_test})
+                "flip_test": flip_test, "precision": precision.name})
 
     tracker = Tracker(experiment.name, args.tracking_uri)
     run_id = tracker.start_run(f"evaluation-{args.split}", tags={"poselift.evaluation": args.split})
     tracker.log_params(run_id, {"checkpoint": str(checkpoint), "split": args.split, "flip_test": flip_test,
                                 "window": window, "model": ckpt["model"],
                                 **{name: path or "none" for name, path in files.items()}})
-    # a lifting result's headline numbers, each named by what it averages: the results table's MPJPE is the
-    # mean over actions (the papers' protocol), metrics.json's "mpjpe" the mean over all test frames; another
-    # task's result (heatmaps: AP, PCK, pixel errors) as it is
-    if "mpjpe" in result:
-        frames = {f"{k}_all_frames": result[k] for k in ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve")}
-        actions = {f"{k}_action_mean": v for k, v in (result.get("action_mean") or {}).items()}
-        overall = {k: result[k] for k in ("pck150", "auc", "per_joint_group", "background_attention") if k in result}
-        tracker.log_metrics(run_id, {**frames, **actions, **overall})
-    else:
-        tracker.log_metrics(run_id, result)
+    tracker.log_metrics(run_id, evaluation_metrics(result))  # its headline numbers, as `poselift sync` logs them
     tracker.log_artifacts(run_id, [out / "metrics.json", out / "per_action.csv", out / "per_group.json"])
     tracker.end_run(run_id)
     count = f"{result['frames']} {args.split} frames" if "frames" in result else \

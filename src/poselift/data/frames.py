@@ -362,18 +362,23 @@ def labelled_crops(records: Iterable[LabelledFrame], size=CROP_SIZE, padding: fl
 # ------------------------------------------------------------------------------ into the labelled-crops layout
 
 def prepared_video_frames(video: str | os.PathLike, keypoints_2d: np.ndarray, every: int = 1,
-                          source: str = "") -> Iterator[LabelledFrame]:
+                          source: str = "", step: int = 1) -> Iterator[LabelledFrame]:
     """Labelled frames of one camera's video (e.g. Human3.6M's ``S*/Videos/<action>.<camera>.mp4``) with its
     2D ground truth ``keypoints_2d`` (F, 17, 2) in frame pixels (a prepared file's ``positions_2d`` of that
-    camera: the person box comes from it): every ``every``-th frame; frames past either end are refused."""
+    camera: the person box comes from it): label i is video frame i x ``step`` (a prepared file subsampled by
+    ``step``, e.g. 50 fps videos and a 5 fps prepared file: 10); every ``every``-th label; frames past either
+    end are refused."""
     keypoints_2d = np.asarray(keypoints_2d, dtype=np.float64)
+    needed = (len(keypoints_2d) - 1) * step + 1 if len(keypoints_2d) else 0
     with VideoReader(video) as reader:
-        if len(reader) < len(keypoints_2d):
-            raise InputError(video, f"has {len(reader)} frames, fewer than the {len(keypoints_2d)} of its 2D labels")
-        for index, image in enumerate(reader.frames(0, len(keypoints_2d))):
-            if index % every == 0:
-                labelled = np.isfinite(keypoints_2d[index]).all(-1).astype(np.float64)
-                yield LabelledFrame(image, np.nan_to_num(keypoints_2d[index]), labelled, f"{source or video}#{index}")
+        if len(reader) < needed:
+            raise InputError(video, f"has {len(reader)} frames, fewer than the {needed} of its 2D labels"
+                                    + (f" (one every {step} frames: {len(keypoints_2d)} labels)" if step > 1 else ""))
+        for index, image in enumerate(reader.frames(0, needed)):
+            label, off = divmod(index, step)
+            if off == 0 and label % every == 0:
+                labelled = np.isfinite(keypoints_2d[label]).all(-1).astype(np.float64)
+                yield LabelledFrame(image, np.nan_to_num(keypoints_2d[label]), labelled, f"{source or video}#{index}")
 
 
 def crops_view(key: str, records: Iterable[LabelledFrame], frames: Iterable[int] | None = None,

@@ -37,6 +37,7 @@ from poselift.data.detections import Detections
 from poselift.data.prepared import PreparedDataset
 from poselift.errors import InputError
 from poselift.skeleton import H36M17, flip_poses
+from poselift.training.sampling import batch_count, rank_part
 
 ROOT = 0  # the pelvis, joint 0 of H36M17
 FLIPS = (None, "both", "random", "all")  # Batches' flip modes
@@ -254,6 +255,10 @@ class Batches:
     epoch's shuffled order, so every window is still seen across epochs; with "both" each drawn window
     comes twice, 2 x per_epoch samples); None = all. Iterating again starts the next epoch (new order and
     flips, reproducible from ``seed``). ``len()`` is the number of batches an epoch.
+
+    ``rank``/``world`` (set by the training loop when several processes train): each batch is the global
+    batch's contiguous ``rank``-th part of ``world`` (:func:`poselift.training.sampling.rank_part`), with the
+    flips drawn for the whole batch, so the ranks together see the one-process batches.
     """
 
     def __init__(self, views: Views, windows: Windows, batch_size: int = 1024, shuffle: bool = True,
@@ -269,11 +274,12 @@ class Batches:
         if self.per_epoch is not None and (self.per_epoch < 1 or not shuffle):
             raise ValueError("per_epoch needs shuffle=True and a positive count")
         self.epoch = 0
+        self.rank, self.world = 0, 1  # set by the training loop: this process's part of each batch
         self._rng = np.random.default_rng([seed, 1 << 32])  # flips of batches asked for one by one
 
     def __len__(self) -> int:
         n = self._count()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.batch_size if self.drop_last else batch_count(n, self.batch_size, self.world)
 
     def _count(self) -> int:
         """Samples an epoch: windows drawn (all or ``per_epoch``), twice each with ``flip="both"``."""
@@ -293,13 +299,15 @@ class Batches:
                 mix = rng.permutation(len(order))
                 order, mirrored = order[mix], mirrored[mix]
             for b in range(len(self)):
-                part = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                part = rank_part(np.arange(b * self.batch_size, min((b + 1) * self.batch_size, len(order))),
+                                 self.rank, self.world)
                 yield self.batch(order[part], mirrored[part])
             return
         order = rng.permutation(n)[:self._count()] if self.shuffle else np.arange(n)
         for b in range(len(self)):
             sel = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.batch(sel, self._flips(len(sel), rng))
+            flips = self._flips(len(sel), rng)  # drawn for the whole batch: the same on every rank
+            yield self.batch(rank_part(sel, self.rank, self.world), rank_part(flips, self.rank, self.world))
 
     def _flips(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Mirror flags of ``n`` windows asked for outside an epoch ("both" draws like "random" there)."""

@@ -21,6 +21,11 @@ import numpy as np
 
 from poselift.errors import InputError
 
+# Channels-last memory format (NHWC) for the networks' convolutions: on this project's 2-core AVX-512 CPU
+# (benchmarks/detectors.py, README "Speed and precision") HRNet and CPN ran 1.06-1.68x faster with it, so it is on
+# by default; `poselift detect --no-channels-last` turns it off.
+CHANNELS_LAST = True
+
 NETWORKS = {  # detector name -> (model class in poselift.models.MODELS, with channel attention?)
     "hrnet": ("hrnet", False),
     "hrnet-att": ("hrnet", True),
@@ -35,11 +40,18 @@ class NetworkDetector:
     kind = "hrnet"
 
     def __init__(self, params_path=None, seed: int = 0, *, checkpoint, images, device="cpu", batch_size: int = 64,
-                 flip_test: bool = True):
+                 flip_test: bool = True, precision: str = "fp32", channels_last: bool = CHANNELS_LAST):
         from poselift.data.crop_file import CropFile
+        from poselift.precision import resolve
 
         self.model, self.device, self.input_size, self.keypoint_format, ckpt = load_network(self.kind, checkpoint,
                                                                                               device)
+        self.precision = resolve(precision, self.device)  # forward passes at fp32, or bf16 where it has units
+        self.precision.prepare(self.model)
+        if channels_last:  # the weights in NHWC: the convolutions then run (and pass on) channels-last tensors
+            import torch
+
+            self.model.to(memory_format=torch.channels_last)
         self.crops = CropFile(images)
         self.batch_size, self.flip_test = int(batch_size), bool(flip_test)
         self.settings = {"network": self.kind, "checkpoint": str(checkpoint), "model": ckpt["model"],
@@ -47,6 +59,8 @@ class NetworkDetector:
                          "keypoint_format": self.keypoint_format, "flip_test": self.flip_test,
                          "images": str(images), "crops_settings": self.crops.settings}
         self.feature_sink = None  # poselift detect --features: a FeatureWriter that gets each view's maps
+        if self.precision.name != "fp32":  # recorded in the detections file only when it is not the default
+            self.settings["precision"] = self.precision.name
 
     def feature_attrs(self) -> dict:
         """The features file's attributes (:mod:`poselift.data.features`) for this network's maps: the
@@ -83,8 +97,9 @@ class NetworkDetector:
 
         n, size = len(affines), self.batch_size
         model = self.model if taps is None else _FeatureTap(self.model, taps, self.flip_test)
-        found = [predict_crops(model, np.stack([self.crops.crop(key, i) for i in range(b, min(n, b + size))]),
-                               self.input_size, self.crops.crop_size, self.flip_test, self.device)
+        found = [self.precision.run(predict_crops, model,
+                                    np.stack([self.crops.crop(key, i) for i in range(b, min(n, b + size))]),
+                                    self.input_size, self.crops.crop_size, self.flip_test, self.device)
                  for b in range(0, n, size)]
         if not found:
             return np.zeros((0, 17, 2), np.float32), np.zeros((0, 17), np.float32)

@@ -44,12 +44,13 @@ def submodule(model, name: str, where):
 
 
 def initialise(model, stage, init_paths: dict, params_path) -> None:
-    """Load each ``init`` source checkpoint (``init_paths[stage number]``) into its submodule (strict)."""
+    """Load each ``init`` source checkpoint into its submodule (strict): an earlier stage's from
+    ``init_paths[stage number]``, a checkpoint file (a path in params.yaml) from that path."""
     from poselift.training.checkpoint import read_checkpoint
 
-    for name, number in stage.init.items():
+    for name, source in stage.init.items():
         target = submodule(model, name, params_path)
-        path = Path(init_paths[number])
+        path = Path(source if isinstance(source, str) else init_paths[source])
         ckpt = read_checkpoint(path)
         try:
             target.load_state_dict(ckpt["state_dict"])
@@ -75,7 +76,8 @@ def train_mode(model, frozen) -> None:
 
 
 def make_optimizer(model, stage, params_path="params.yaml"):
-    """Adam or AdamW over the trainable parameters, and StepLR (lr x gamma every ``every`` epochs)."""
+    """Adam or AdamW over the trainable parameters, and StepLR (lr x gamma every ``every`` epochs) or
+    MultiStepLR (lr x gamma after each epoch listed in ``milestones``)."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -83,6 +85,10 @@ def make_optimizer(model, stage, params_path="params.yaml"):
         raise InputError(params_path, f"stage {stage.number} ({stage.name}): every parameter is frozen")
     cls = torch.optim.AdamW if stage.optimizer == "adamw" else torch.optim.Adam
     optimizer = cls(params, lr=stage.lr, weight_decay=stage.weight_decay, amsgrad=stage.amsgrad)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=stage.schedule["every"],
-                                                gamma=stage.schedule["gamma"])
+    if "milestones" in stage.schedule:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=stage.schedule["milestones"],
+                                                         gamma=stage.schedule["gamma"])
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=stage.schedule["every"],
+                                                    gamma=stage.schedule["gamma"])
     return optimizer, scheduler

@@ -14,8 +14,10 @@ A task is a class in :data:`TASKS`. The loop never looks inside a batch; it asks
   "prepared"} for heatmaps);
   ``setup(model, stage, validation_split) -> dict`` reads the training and validation data for ``model`` and
   returns what to log about it; ``describe()`` one line of it; ``batches`` the training batches (iterable,
-  with a settable ``epoch`` that fixes the epoch's data order); ``step(model, batch) -> (out, targets, n)``
-  one forward pass (``n`` samples); ``validate(model) -> float``.
+  with a settable ``epoch`` that fixes the epoch's data order, and settable ``rank``/``world``: with several
+  processes each yields its contiguous part of every global batch, :func:`poselift.training.sampling.rank_part`,
+  and ``len()`` is the same on every rank); ``step(model, batch) -> (out, targets, n)`` one forward pass
+  (``n`` samples; ``model`` may be DistributedDataParallel-wrapped); ``validate(model) -> float``.
 - ``evaluate(model, ckpt, path, out, split, batch_size, flip_test, pck_joints, inputs)``: what
   ``poselift evaluate`` writes for this task (lifting: the files of :mod:`poselift.evaluation`).
 

@@ -54,7 +54,7 @@ import numpy as np
 
 from poselift.detection.heatmaps import STRIDE, joints_mse
 from poselift.errors import InputError
-from poselift.training.sampling import epoch_count, epoch_order
+from poselift.training.sampling import batch_count, epoch_count, epoch_order, rank_part
 
 DEFAULT_SIGMA = 2.0  # [HRc] MODEL.SIGMA, for models that do not name their targets' sigmas
 REFERENCE_HEIGHT = 256  # sigmas are given for a 256x192 input and scale with the input height
@@ -197,22 +197,25 @@ class CropLoader:
 
 class CropBatches:
     """Training batches: shuffled per epoch from (seed, epoch), ``per_epoch`` crops an epoch (None = all);
-    iterating again starts the next epoch; ``epoch`` is settable (the loop's resume contract)."""
+    iterating again starts the next epoch; ``epoch`` is settable (the loop's resume contract), and so are
+    ``rank``/``world`` (this process's part of each batch, :func:`poselift.training.sampling.rank_part`)."""
 
     def __init__(self, loader: CropLoader, items: np.ndarray, batch_size: int, seed: int,
                  per_epoch: int | None = None):
         self.loader, self.items, self.batch_size, self.seed = loader, np.asarray(items), int(batch_size), seed
         self.per_epoch = per_epoch
         self.epoch = 0
+        self.rank, self.world = 0, 1
 
     def __len__(self) -> int:
-        return -(-epoch_count(len(self.items), self.per_epoch) // self.batch_size)
+        return batch_count(epoch_count(len(self.items), self.per_epoch), self.batch_size, self.world)
 
     def __iter__(self):
         epoch = self.epoch
         self.epoch += 1
         order = self.items[epoch_order(len(self.items), self.seed, epoch, self.per_epoch)]
-        chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        chunks = [rank_part(order[b * self.batch_size:(b + 1) * self.batch_size], self.rank, self.world)
+                  for b in range(len(self))]
         return self.loader.batches(chunks, epoch)
 
 

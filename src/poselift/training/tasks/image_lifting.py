@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from poselift.errors import InputError
-from poselift.training.sampling import epoch_count, epoch_order
+from poselift.training.sampling import batch_count, epoch_count, epoch_order, rank_part
 
 BACKGROUND_RADIUS = 30.0  # [L] Appendix: circles of 30 px around each joint, in 256x192 crop pixels (spec L7)
 REFERENCE_CROP = (256, 192)  # the crop size the radius is given for
@@ -113,21 +113,24 @@ class Samples:
 
 class SampleBatches:
     """Training batches, shuffled per epoch from (seed, epoch), ``per_epoch`` crops an epoch (None = all);
-    ``epoch`` is settable (the loop's resume contract)."""
+    ``epoch`` is settable (the loop's resume contract), and so are ``rank``/``world`` (this process's part of
+    each batch, :func:`poselift.training.sampling.rank_part`)."""
 
     def __init__(self, task, samples: Samples, batch_size: int, seed: int, per_epoch: int | None):
         self.task, self.samples, self.batch_size, self.seed, self.per_epoch = task, samples, batch_size, seed, per_epoch
         self.epoch = 0
+        self.rank, self.world = 0, 1
 
     def __len__(self) -> int:
-        return -(-epoch_count(len(self.samples), self.per_epoch) // self.batch_size)
+        return batch_count(epoch_count(len(self.samples), self.per_epoch), self.batch_size, self.world)
 
     def __iter__(self):
         epoch = self.epoch
         self.epoch += 1
         order = epoch_order(len(self.samples), self.seed, epoch, self.per_epoch)
-        for b in range(0, len(order), self.batch_size):
-            yield self.task.batch(self.samples, order[b:b + self.batch_size])
+        for b in range(len(self)):
+            part = rank_part(order[b * self.batch_size:(b + 1) * self.batch_size], self.rank, self.world)
+            yield self.task.batch(self.samples, part)
 
 
 def encoder_of(model):
@@ -271,10 +274,12 @@ class ImageLiftingTask:
         return normalise(crops, input_size, device=self.device)
 
     def forward(self, model, batch) -> dict:
+        from poselift.training.distributed import unwrap
+
         keypoints = batch["keypoints"].to(self.device, non_blocking=True)
-        encoder = encoder_of(model)
+        encoder = encoder_of(unwrap(model))  # the model itself, also when training wraps it in DDP
         if encoder is not None:
-            stage1 = getattr(model, "stage1", model)
+            stage1 = getattr(unwrap(model), "stage1", unwrap(model))
             size = (stage1.feature_size[0] * 4, stage1.feature_size[1] * 4)
             return model(keypoints, images=self.images(batch["items"], size))
         return model(keypoints, features=batch["features"].to(self.device, non_blocking=True).float())
