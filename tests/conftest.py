@@ -82,3 +82,14 @@ def stage_losses():
         return next(s for s in experiments[experiment]["stages"] if s["name"] == stage)["losses"]
 
     return losses
+
+
+# The longest files, longest first. `make test` splits the suite over workers file by file (pytest-xdist's
+# loadfile) in collection order, so a long file collected last would run alone at the end.
+LONGEST_FIRST = ("test_slurm.py", "test_dvc.py", "test_workflow.py", "test_mlflow_server.py",
+                 "test_workflow_helpers.py", "test_distributed.py", "test_workflow_lock.py", "test_precision.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order

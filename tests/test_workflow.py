@@ -238,6 +238,22 @@ def freeze_training(proc: subprocess.Popen, stage: Path, epochs: int):
     return trainer
 
 
+def wait_gone(process, timeout: float) -> None:
+    """Wait until ``process`` has exited: gone, or a zombie (its parent, the job's shell, may itself be gone,
+    and a container's PID 1 need not reap orphans, so an exited process can stay a zombie)."""
+    import psutil
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        assert time.monotonic() < end, f"process {process.pid} did not exit within {timeout} s"
+        time.sleep(0.05)
+
+
 def test_a_killed_job_leaves_no_output_and_a_rerun_completes(tmp_path):
     import psutil
 
@@ -256,7 +272,7 @@ def test_a_killed_job_leaves_no_output_and_a_rerun_completes(tmp_path):
         trainer.send_signal(signal.SIGTERM)  # fatal (no handler): the stopped process dies without running
         with contextlib.suppress(psutil.NoSuchProcess):
             trainer.resume()
-        trainer.wait(timeout=60)
+        wait_gone(trainer, 60)
         assert proc.wait(timeout=120) != 0
     assert not any(p.exists() for p in outputs)  # Snakemake removed the failed job's outputs
 
@@ -265,7 +281,7 @@ def test_a_killed_job_leaves_no_output_and_a_rerun_completes(tmp_path):
         trainer = freeze_training(proc, stage, endless["epochs"])
         os.killpg(proc.pid, signal.SIGINT)
         trainer.resume()  # it takes the pending SIGINT mid-training (a KeyboardInterrupt)
-        trainer.wait(timeout=60)  # so its log is complete
+        wait_gone(trainer, 60)  # so its log is complete
         assert proc.wait(timeout=120) != 0
     assert "poselift: interrupted" in (root / "logs/train/two/stage1.log").read_text()
 

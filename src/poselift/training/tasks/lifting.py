@@ -92,9 +92,16 @@ class LiftingTask:
         self.data, self.det = load_data(self.prepared, self.detections)
 
     def views(self, split: str):
-        from poselift.data.loading import split_views
+        from poselift.data.loading import load_data, split_views
 
+        if self.data is None:  # released after setup/evaluate built their views: read again
+            self.data, self.det = load_data(self.prepared, self.detections)
         return split_views(self.data, self.det, split, self.prepared, self.detections)
+
+    def release(self) -> None:
+        """Drop the prepared data and its 2D once the views are built (everything later indexes the views):
+        on the full open benchmark 0.7 GB that predictions, metrics and batches then reuse."""
+        self.data = self.det = None
 
     # --- training ---
 
@@ -108,6 +115,7 @@ class LiftingTask:
         kind = output_frames(model)
         self.centre = kind == "centre"
         train_views, self.val_views = self.views("train"), self.views(validation_split)
+        self.release()
         self.train_windows = make_windows(train_views, kind, self.window)
         if len(self.train_windows) == 0:
             raise InputError(self.prepared, "no valid frames in the train split")
@@ -159,6 +167,7 @@ class LiftingTask:
         if not window:
             raise InputError(path, "the checkpoint does not say how many input frames the model takes ('window')")
         test = self.views(split)
+        self.release()
         windows = make_windows(test, output_frames(model), int(window))
         pred = predict(model, test, windows, batch_size, flip_test, self.device)
         pred = pred[test.valid].astype(np.float32)
