@@ -179,13 +179,18 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.02)
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as in a terminal: pytest-xdist's workers ignore SIGINT, and their children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def started(root: Path) -> Iterator[subprocess.Popen]:
     """`snakemake --profile workflow/profiles/local results` in the background, in its own process group;
     whatever of the group is left when the block ends (a failed assertion) is killed, stopped processes too."""
     proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "workflow/profiles/local", "results"],
                             cwd=root, env=env(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     try:
         yield proc
     finally:
