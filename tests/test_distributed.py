@@ -189,7 +189,7 @@ def _params(**stage):
 
 def test_stage_resources_default_to_the_experiments_size_and_are_not_a_training_setting():
     small, big = (parse_experiment(_params(), name).stage(1) for name in ("small", "big"))
-    assert small.resources == {"gpus": 1, "cpus": 2, "mem_gb": 8, "hours": 2}
+    assert small.resources == {"gpus": 1, "cpus": 1, "mem_gb": 8, "hours": 2}
     assert big.resources == {"gpus": 1, "cpus": 4, "mem_gb": 32, "hours": 24}  # what every job asked before
     four = parse_experiment(_params(resources={"gpus": 4, "hours": 1.5}), "big").stage(1)
     assert four.resources == {"gpus": 4, "cpus": 4, "mem_gb": 32, "hours": 1.5}
