@@ -25,8 +25,8 @@ or scancel) while it sits at that instruction. Parking is what makes the point e
 wall-clock time would mostly land in the seconds `import torch` takes.
 
 Checked per trial: the rerun exits 0; checkpoint.pt, last.pt and history.json of both stages (and under
-Snakemake evaluation/metrics.json) equal the reference's (torch.equal on every tensor; wall-clock fields
-"seconds" left out); and no epoch but the interrupted one is trained twice (from the ledger: the epochs the
+Snakemake evaluation/metrics.json) equal the reference's (torch.equal on every tensor; the wall-clock fields
+"seconds" and "data_share" left out); and no epoch but the interrupted one is trained twice (from the ledger: the epochs the
 rerun trains that the killed run had already started). One line per trial, a summary line, exit 1 on any
 failure. Not part of `make test` (30 trials take many minutes); the suite keeps its single-kill tests.
 
@@ -219,7 +219,7 @@ EPOCHS = 3  # per stage
 BATCH = 32
 EXPERIMENT = "two"
 STAGES = (1, 2)
-IGNORED = {"seconds", "mlflow_run_id"}  # wall-clock and tracking-run fields: not part of the result
+IGNORED = {"seconds", "data_share", "mlflow_run_id"}  # wall-clock and tracking-run fields: not part of the result
 
 
 def experiment_params() -> dict:

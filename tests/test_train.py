@@ -264,7 +264,7 @@ def test_a_killed_workflow_job_resumes_from_the_state_kept_outside_its_outputs(t
         assert a["epoch"] == b["epoch"] and a["best"] == b["best"]
         for key in a["state_dict"]:
             assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    assert history(straight)["epochs"] == [{**e, "seconds": a["seconds"]} for e, a in
+    assert history(straight)["epochs"] == [{**e, "seconds": a["seconds"], "data_share": a["data_share"]} for e, a in
                                            zip(history(resumed)["epochs"], history(straight)["epochs"])]
     assert not keep.exists()  # the stage completed: nothing left to resume
 
@@ -599,3 +599,37 @@ def test_official_training_switches_run_through_the_loop_and_gt_only_evaluation(
     assert result["root"] == "gt-only"
     assert result["mpjpe"] == pytest.approx(np.linalg.norm(pred - (gt - gt[:, :1]), axis=-1).mean())
     assert result["mpjpe"] != pytest.approx(np.linalg.norm((pred - pred[:, :1]) - (gt - gt[:, :1]), axis=-1).mean())
+
+
+def test_the_data_pipelines_share_of_the_step_time_is_measured(tmp_path, prepared):
+    """_train_epoch returns the share of the pass spent waiting for batches (history's `data_share`, the log
+    line's "waiting for data"): near 1 when the loader is the bottleneck, small when it is not."""
+    import time as _time
+
+    from poselift.experiments import load_experiment
+    from poselift.training.loop import _train_epoch
+    from poselift.training.stage import make_optimizer
+    from poselift.training.tasks import TASKS
+
+    exp = load_experiment("x", write_params(tmp_path, [STAGE]))
+    stage = exp.stage(1)
+    model = TinyLifter(window=3)
+    optimizer, _ = make_optimizer(model, stage)
+    task = TASKS[stage.task]({"prepared": prepared, "detections": None}, torch.device("cpu"))
+    task.setup(model, stage, exp.dataset.validation_split)
+    batches = list(task.batches)[:4]
+
+    class Loader:
+        def __init__(self, delay):
+            self.delay = delay
+
+        def __iter__(self):
+            for batch in batches:
+                _time.sleep(self.delay)
+                yield batch
+
+    task.batches = Loader(0.25)  # 250 ms a batch against a step of a few ms
+    _, slow = _train_epoch(model, [], task, optimizer, stage, 0)
+    task.batches = Loader(0.0)
+    _, fast = _train_epoch(model, [], task, optimizer, stage, 0)
+    assert 0.6 < slow < 1.0 and 0.0 <= fast < 0.4, (slow, fast)

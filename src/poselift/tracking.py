@@ -22,6 +22,8 @@ logs them later from the local record (history.json, metrics.json) with the func
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 import re
@@ -60,6 +62,9 @@ class Tracker:
             self.client = connect(self.uri)
         except ImportError as e:
             self._fail("at start", f"mlflow is not importable ({e})")
+            return
+        except Exception as e:  # noqa: BLE001 -- a store MLflow refuses (e.g. a file: store in maintenance mode)
+            self._fail("at start", brief(e))
             return
         self.experiment_id = self._call("at start", experiment_id, self.client, self.experiment, self.uri)
 
@@ -212,26 +217,47 @@ def connect(uri: str):
         os.environ.setdefault(key, value)
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    with store_lock(uri):  # a new SQLite store is created (its tables migrated) by the first client
+        return MlflowClient(tracking_uri=uri)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Exclusive between processes while held, for a local SQLite store (``sqlite:///path``): a lock on the
+    database's folder (nothing is written there). Two jobs that start together (two at once on a 2-core
+    machine) would otherwise both create a fresh store's tables, and one fails in MLflow's migration, or both
+    create the same experiment. Other stores (a server) serialise themselves: no lock."""
+    folder = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+    if folder is None or not folder.is_dir():
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def experiment_id(client, name: str, uri: str) -> str:
     """The id of MLflow experiment ``name``, created when missing."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    with store_lock(uri):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
 
 
 def parent_run(client, experiment_id: str, experiment: str) -> str:
     """The experiment's parent run (created on first use, then found again by its tag)."""
-    runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = 'true'", max_results=1,
-                              order_by=["attributes.start_time ASC"])
-    if runs:
-        return runs[0].info.run_id
-    run = client.create_run(experiment_id, run_name=experiment, tags={PARENT_TAG: "true"})
-    client.set_terminated(run.info.run_id, "FINISHED")  # a container: it never runs itself
-    return run.info.run_id
+    with store_lock(client.tracking_uri):
+        runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = 'true'", max_results=1,
+                                  order_by=["attributes.start_time ASC"])
+        if runs:
+            return runs[0].info.run_id
+        run = client.create_run(experiment_id, run_name=experiment, tags={PARENT_TAG: "true"})
+        client.set_terminated(run.info.run_id, "FINISHED")  # a container: it never runs itself
+        return run.info.run_id
 
 
 def create_run(client, experiment_id: str, experiment: str, name: str, tags: dict | None = None) -> str:

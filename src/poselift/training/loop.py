@@ -153,11 +153,11 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
         for epoch in epochs:
             tick = time.time()
             lr = optimizer.param_groups[0]["lr"]
-            terms = _train_epoch(net, frozen, task, optimizer, stage, epoch, amp)
+            terms, data_share = _train_epoch(net, frozen, task, optimizer, stage, epoch, amp)
             scheduler.step()
             val = distributed.broadcast_value(amp.run(task.validate, model) if main else None)  # rank 0 validates
             record = {"epoch": epoch + 1, "lr": lr, "loss": terms.pop("loss"), "terms": terms,
-                      metric: val, "seconds": round(time.time() - tick, 3)}
+                      metric: val, "seconds": round(time.time() - tick, 3), "data_share": round(data_share, 4)}
             history.append(record)
             improved = val > best[metric] if task.maximise else val < best[metric]
             if improved:
@@ -183,7 +183,7 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
                 tracker.log_metrics(tracker_run, {"loss": record["loss"], "loss_terms": terms, metric: val,
                                                   "lr": lr}, step=epoch + 1)
             log(f"epoch {epoch + 1}/{stage.epochs}: loss {record['loss']:.5f}, {metric} {val:.4g}, "
-                f"lr {lr:.3g}, {record['seconds']:.1f} s")
+                f"lr {lr:.3g}, {record['seconds']:.1f} s (waiting for data: {100 * data_share:.1f}% of the steps)")
         distributed.barrier()  # every rank returns once rank 0 has written the last epoch
         status = "FINISHED"
         if keep is not None:
@@ -201,9 +201,10 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
     return StageResult(stage.epochs, best["epoch"], best[metric], metric, history, out_dir)
 
 
-def _train_epoch(model, frozen, task, optimizer, stage, epoch: int, amp=FP32) -> dict:
+def _train_epoch(model, frozen, task, optimizer, stage, epoch: int, amp=FP32) -> tuple[dict, float]:
     """One pass over the task's shuffled batches, forward passes at precision ``amp``; returns the
-    sample-weighted mean of the total and each term."""
+    sample-weighted mean of the total and each term, and the share of the pass spent waiting for the next
+    batch (the data pipeline's share of the step time; on CUDA, time the host waited, so an upper bound)."""
     import torch
     from tqdm import tqdm
 
@@ -216,7 +217,13 @@ def _train_epoch(model, frozen, task, optimizer, stage, epoch: int, amp=FP32) ->
     count = 0
     bar = tqdm(task.batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
                disable=None if distributed.is_main() else True)
-    for batch in bar:
+    batches, waited, start = iter(bar), 0.0, time.perf_counter()
+    while True:
+        tick = time.perf_counter()
+        batch = next(batches, None)
+        waited += time.perf_counter() - tick
+        if batch is None:
+            break
         out, targets, n = amp.run(task.step, model, batch)
         values = {name: task.losses[name](out, targets) for name in stage.losses}
         loss = sum(weight * values[name] for name, weight in stage.losses.items())
@@ -234,7 +241,7 @@ def _train_epoch(model, frozen, task, optimizer, stage, epoch: int, amp=FP32) ->
     if not all(math.isfinite(v) for v in means.values()):
         raise FloatingPointError(f"epoch {epoch + 1}: non-finite training loss {means} (lower the learning "
                                  f"rate or set max_norm)")
-    return means
+    return means, waited / max(time.perf_counter() - start, 1e-9)
 
 
 def _rank_weight(n: int, device):
