@@ -56,8 +56,9 @@ GEMM timed in the same run (benchmarks/gemm.py; timed before and after the model
 counts), the figure that compares across machines and load. FLOPs per pose: ``count_flops`` of
 benchmarks/models.py on poselift's model (torch.utils.flop_counter on the meta device: 2 x multiply-adds of
 matmuls and attention; softmax, LayerNorm, GELU and other elementwise work not counted), divided by the
-output poses of a window; the same count of the official model is checked to agree (it writes its attention as
-two matmuls where poselift calls scaled_dot_product_attention; the counter counts both as the same FLOPs).
+output poses of a window. The official model is counted the same way and a note is printed where the two
+counts differ (they agree: it writes its attention as two matmuls where poselift calls
+scaled_dot_product_attention, which the counter counts as the same FLOPs).
 ``--profile`` adds, per input, torch.profiler's top operators by self CPU time of one call of each model.
 ``--json OUT`` writes every figure (each round's rates too).
 

@@ -285,6 +285,7 @@ def test_a_network_detector_is_wired_to_its_experiment_and_the_renders():
         "results/mean-pose@bandai-cpu/evaluation/metrics.json"]
     assert "results/det/stage1/checkpoint.pt" in wf.all_checkpoints()
     assert wf.wildcard_names(wf.network_detectors()) == "mine"
+    assert {n: wf.priority(n) for n in wf.selected()} == {"two": 0, "own": 0, "det": 1, "lift": 1}  # image chain first
     assert wf.wildcard_names(wf.names_of_task("heatmaps")) == "det" and wf.wildcard_names([]) == "(?!)"
     p = image_params()
     p["device"] = "cpu"

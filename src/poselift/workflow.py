@@ -309,6 +309,15 @@ class Workflow:
         return {"gpu": r["gpus"], "cpus": r["cpus"], "mem_mb": int(round(r["mem_gb"] * 1000)),
                 "runtime": int(-(-r["hours"] * 60 // 1))}
 
+    def priority(self, name: str) -> int:
+        """A job's scheduling priority: 1 for the image chain (an experiment that reads crops, image features
+        or a network detector's 2D; render and network detection too), 0 for the rest. Its jobs follow one
+        another (render -> detector training -> detection and features -> Lifting by Image): started first,
+        they run beside the other experiments instead of after them."""
+        inputs = self.experiment_inputs(name)
+        network = self.experiment(name).detector in self.network_detectors()
+        return int(network or "crops" in inputs or "features" in inputs)
+
     def evaluate_resources(self, name: str) -> dict:
         """An evaluation's job: one process (at most one GPU), the last stage's CPUs and memory, at most 4 h."""
         r = self.train_resources(name, self.num_stages(name))

@@ -21,7 +21,7 @@ ensure_output_cache(os.environ)
 stage_config, num_stages, validation_split = wf.stage_config, wf.num_stages, wf.validation_split
 experiment_inputs, data_args, last_checkpoint = wf.experiment_inputs, wf.data_args, wf.last_checkpoint
 init_checkpoints, init_args = wf.init_checkpoints, wf.init_args
-train_resources, evaluate_resources = wf.train_resources, wf.evaluate_resources
+train_resources, evaluate_resources, priority = wf.train_resources, wf.evaluate_resources, wf.priority
 all_prepared, all_detections, all_checkpoints, all_metrics = (
     wf.all_prepared, wf.all_detections, wf.all_checkpoints, wf.all_metrics)
 report_names = wf.report_names

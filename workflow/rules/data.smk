@@ -76,6 +76,7 @@ rule render:
     log:
         "logs/render/{dataset}.log",
     cache: "omit-software"
+    priority: 1  # the image chain first (poselift.workflow.Workflow.priority)
     threads: 8  # worker processes, one sequence each (Snakemake lowers it to the cores it has); same bytes
     resources:
         mem_mb=lambda wildcards, threads: 1000 + 500 * threads,
@@ -103,6 +104,7 @@ rule detect_images:
         "logs/detect/{dataset}/{detector}.log",
     benchmark:
         "logs/benchmarks/detect/{dataset}/{detector}.tsv"
+    priority: 1
     threads: 4
     resources:
         gpu=1,
@@ -133,6 +135,7 @@ rule detect_images_features:
         "logs/detect/{dataset}/{detector}.log",
     benchmark:
         "logs/benchmarks/detect/{dataset}/{detector}.tsv"
+    priority: 1
     threads: 4
     resources:
         gpu=1,

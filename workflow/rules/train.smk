@@ -37,6 +37,7 @@ rule train:
     benchmark:
         "logs/benchmarks/train/{experiment}/stage{stage}.tsv"
     threads: lambda w: train_resources(w.experiment, int(w.stage))["cpus"]
+    priority: lambda w: priority(w.experiment)
     resources:
         gpu=lambda w: train_resources(w.experiment, int(w.stage))["gpu"],
         mem_mb=lambda w: train_resources(w.experiment, int(w.stage))["mem_mb"],
@@ -75,6 +76,7 @@ rule evaluate:
     benchmark:
         "logs/benchmarks/evaluate/{experiment}.tsv"
     threads: lambda w: evaluate_resources(w.experiment)["cpus"]
+    priority: lambda w: priority(w.experiment)
     resources:
         gpu=lambda w: evaluate_resources(w.experiment)["gpu"],
         mem_mb=lambda w: evaluate_resources(w.experiment)["mem_mb"],
@@ -108,6 +110,7 @@ rule evaluate_detector:
     benchmark:
         "logs/benchmarks/evaluate/{experiment}.tsv"
     threads: lambda w: evaluate_resources(w.experiment)["cpus"]
+    priority: lambda w: priority(w.experiment)
     resources:
         gpu=lambda w: evaluate_resources(w.experiment)["gpu"],
         mem_mb=lambda w: evaluate_resources(w.experiment)["mem_mb"],
