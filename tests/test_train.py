@@ -288,7 +288,7 @@ def test_a_run_killed_after_its_final_last_pt_completes_on_rerun(tmp_path, run_c
     import shutil
 
     from poselift.training.loop import _mirror
-    from poselift.workflow import code_digest
+    from poselift.fingerprint import code_digest
 
     params = write_params(tmp_path, [{**STAGE, "epochs": 2}])
     out, keep = tmp_path / "out", tmp_path / "state"

@@ -219,6 +219,19 @@ def test_editing_the_code_a_command_runs_changes_its_fingerprint(tmp_path, comma
     assert digest() != before
 
 
+def test_the_workflow_wiring_is_in_no_commands_fingerprint():
+    """Editing poselift.workflow (e.g. a job's scheduling priority) must not rerun training: no command imports
+    it (train stamps its resume state through poselift.fingerprint)."""
+    import poselift.workflow
+    from poselift.fingerprint import source_files
+    from poselift.workflow import COMMANDS
+
+    wiring = Path(poselift.workflow.__file__)
+    for command in COMMANDS:
+        files = source_files(f"poselift.commands.{command}")
+        assert wiring not in files and any(f.name == f"{command}.py" for f in files), command
+
+
 def test_render_section_wires_the_render_rule_and_the_contact_sheets():
     p = copy.deepcopy(params())
     p["render"] = {"bandai-cpu": {"every": 60, "seed": 3, "full_frames": True}}

@@ -120,7 +120,7 @@ def run(args) -> int:
     tracker = Tracker(experiment.name, args.tracking_uri if is_main() else "off")  # rank 0 alone tracks
     code = ""
     if args.keep_state is not None:  # a kept state of other code, data or earlier stages is stale
-        from poselift.workflow import code_digest
+        from poselift.fingerprint import code_digest
 
         init_files = [init_paths.get(n, out.parent / f"stage{n}" / "checkpoint.pt")
                       for n in experiment.init_sources(stage.number)]
