@@ -58,6 +58,13 @@ def run_cli(capsys):
 
 
 @pytest.fixture(autouse=True)
+def detection_cache(tmp_path_factory, monkeypatch):
+    """`poselift detect`'s cache (poselift.detection.cache) in a folder of this session, not the user's home
+    (and not in a test's tmp_path, whose contents some tests check)."""
+    monkeypatch.setenv("POSELIFT_CACHE", str(tmp_path_factory.getbasetemp() / "poselift-cache"))
+
+
+@pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tests use tiny models, which run fastest on one thread (and leave the other core to other work)."""
     torch = sys.modules.get("torch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -193,5 +194,32 @@ def test_init_may_name_a_checkpoint_file_which_the_workflow_declares_as_an_input
     wf = Workflow(yaml.safe_load(path.read_text()), path)
     assert wf.init_checkpoints("x", 2) == {"stage1": "results/x/stage1/checkpoint.pt", "init0": "weights/w32.pt"}
     bad = _edit(lambda p: p["experiments"]["x"]["stages"][1].update(init={"blocks": "weights/w32.pth"}))
-    with pytest.raises(InputError, match=r"init.blocks: expected an earlier stage's number or a poselift checkpoint"):
+    with pytest.raises(InputError, match=r"init.blocks: expected an earlier stage's number, another experiment's stage"):
         load_experiment("x", _write(tmp_path, bad))
+
+
+def test_init_may_name_another_experiments_stage_which_seeded_runs_follow(tmp_path):
+    """init: {sub: <experiment>/<N>}: that experiment's stage-N checkpoint, a dependency the workflow wires (one
+    Stage 1 under several Stage 2 variants is trained once); seeded run k reads run k's when the other
+    experiment is run with seeds too, else the one run."""
+    def change(p):
+        p["experiments"]["y"] = {"dataset": "toy", "detector": "synthetic",
+                                 "stages": [{**p["experiments"]["x"]["stages"][1], "init": {"": "x/1"}}]}
+        p["experiments"]["z"] = {"dataset": "toy", "detector": "synthetic",
+                                 "stages": [{**p["experiments"]["x"]["stages"][1], "init": {"": "x/2"}}]}
+        p["bench"] = {"seeds": 2, "experiments": ["x", "y", "z"]}
+    params = _edit(change)
+    path = _write(tmp_path, params)
+    assert load_experiment("y", path).stages[0].init == {"": "results/x/stage1/checkpoint.pt"}
+    assert load_experiment("y-seed1", path).init_files(1) == ["results/x-seed1/stage1/checkpoint.pt"]
+    wf = Workflow(yaml.safe_load(path.read_text()), path)
+    assert wf.init_checkpoints("z-seed1", 1) == {"init0": "results/x-seed1/stage2/checkpoint.pt"}
+    assert wf.missing_data("y") == [] and wf.missing_data("y-seed1") == []  # made by x's train rule, not missing
+    params["bench"]["experiments"] = ["y"]  # x is not seeded: every run of y starts from x's one run
+    assert load_experiment("y-seed1", _write(tmp_path, params)).init_files(1) == ["results/x/stage1/checkpoint.pt"]
+    for ref, problem in [("w/1", "init.(whole model): unknown experiment 'w'"),
+                         ("x/3", "init.(whole model): experiment 'x' has no stage 3"),
+                         ("y/1", "init.(whole model): 'y/1' is this experiment: name its stage by number")]:
+        bad = _edit(lambda p: (change(p), p["experiments"]["y"]["stages"][0].update(init={"": ref})))
+        with pytest.raises(InputError, match=re.escape(problem)):
+            load_experiment("y", _write(tmp_path, bad))

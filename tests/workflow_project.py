@@ -94,6 +94,7 @@ def env(root: Path, **extra) -> dict:
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e["SNAKEMAKE_OUTPUT_CACHE"] = str(root / "output-cache")
     e["MLFLOW_TRACKING_URI"] = "off"
+    e.pop("POSELIFT_CACHE", None)  # network detections cached beside the output cache (poselift.detection.cache)
     e.pop("CUDA_VISIBLE_DEVICES", None)
     e.update({k: str(v) for k, v in extra.items()})
     return e

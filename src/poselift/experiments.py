@@ -22,7 +22,8 @@ Stage numbers are 1-based positions in ``stages``. A stage's ``task`` (what a ba
 called, which loss terms exist, which metric validates: :data:`poselift.training.tasks.TASKS`) is the model
 class's ``task`` attribute ("lifting" when it has none) unless the stage names one. ``init: {submodule: N}`` loads stage N's
 ``checkpoint.pt`` into that submodule ("" = the whole model), ``init: {submodule: path.pt}`` a checkpoint file
-(e.g. official weights converted by ``poselift import-checkpoint``); ``freeze: [submodule, ...]`` takes those
+(e.g. official weights converted by ``poselift import-checkpoint``), ``init: {submodule: <experiment>/<N>}``
+another experiment's stage N (a stage several experiments share is trained once); ``freeze: [submodule, ...]`` takes those
 submodules out of the optimiser and keeps them in eval mode. ``resources: {gpus, cpus, mem_gb, hours}`` is
 what the stage's Slurm job asks for (:data:`RESOURCE_KEYS`; ``gpus`` > 1 trains under torchrun, one process
 a GPU). Any mistake is an :class:`InputError` naming the params file and the key, e.g. ``params.yaml: experiments.x.stages[2].losses: unknown loss
@@ -268,9 +269,25 @@ def parse_experiment(params: dict, name: str, path: str | os.PathLike = PARAMS) 
     stages: list[Stage] = []
     for number, raw in enumerate(stages_raw, 1):
         stage = _stage(check, params, raw, number, f"{where}.stages[{number}]", default_resources(dataset))
-        stages.append(replace(stage, seed=stage.seed + offset))
+        init = {sub: _stage_checkpoint(params, path, source, base, offset, f"{where}.stages[{number}].init.{sub or '(whole model)'}")
+                if isinstance(source, str) and STAGE_REF.match(source) else source
+                for sub, source in stage.init.items()}
+        stages.append(replace(stage, seed=stage.seed + offset, init=init))
     return Experiment(name=name, dataset=dataset, detector=detector, stages=tuple(stages), params_path=path,
                       base=base, seed_offset=offset, bench_only=bench_only)
+
+
+def _stage_checkpoint(params: dict, path: Path, ref: str, base: str, offset: int, where: str) -> str:
+    """``init``'s "<experiment>/<N>" as the checkpoint file it names, results/<experiment>/stage<N>/checkpoint.pt:
+    stages that several experiments share (e.g. one Lifting-by-Image Stage 1 under each Stage 2 variant) are
+    trained once. In seeded run k the reference follows the seed (<experiment>-seed<k>) when that experiment
+    is itself run with seeds (bench.experiments)."""
+    other, n = STAGE_REF.match(ref).groups()
+    if other == base:
+        raise InputError(path, f"{where}: '{ref}' is this experiment: name its stage by number ({n})")
+    if offset and other in (params.get("bench") or {}).get("experiments", []):
+        other = f"{other}-seed{offset}"
+    return (stage_dir(other, int(n)) / "checkpoint.pt").as_posix()
 
 
 def experiment_names(path: str | os.PathLike = PARAMS, params: dict | None = None) -> list[str]:
@@ -296,6 +313,7 @@ def experiment_names(path: str | os.PathLike = PARAMS, params: dict | None = Non
 # are built by `bench` alone; `all` (make run) builds the others.
 
 SEED_RUN = re.compile(r"^(.+)-seed([1-9][0-9]*)$")
+STAGE_REF = re.compile(r"^([A-Za-z0-9_.@-]+)/([1-9][0-9]*)$")  # init: {submodule: <experiment>/<N>}
 SEED_RUNS_HELP = "; <name>-seed<k> is run k of <name>, for k < bench.seeds"
 BENCH_KEYS = ("seeds", "experiments", "once", "ablations", "detector_table", "tables")
 
@@ -483,10 +501,19 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str,
     init = check.mapping(s["init"], f"{where}.init")
     for sub, source in init.items():
         key = f"{where}.init.{sub or '(whole model)'}"
+        if isinstance(source, str) and STAGE_REF.match(source):  # another experiment's stage: "<name>/<N>"
+            other, n = STAGE_REF.match(source).groups()
+            experiments = check.section(params, "experiments")
+            if other not in experiments:
+                check.fail(key, f"unknown experiment '{other}'{did_you_mean(other, experiments)}")
+            stages = experiments[other].get("stages") if isinstance(experiments[other], dict) else None
+            if not isinstance(stages, list) or not 1 <= int(n) <= len(stages):
+                check.fail(key, f"experiment '{other}' has no stage {n}")
+            continue
         if isinstance(source, str):  # a checkpoint file, e.g. official weights through `import-checkpoint`
             if not source.endswith(".pt"):
-                check.fail(key, f"expected an earlier stage's number or a poselift checkpoint file (.pt), "
-                                f"got '{source}'")
+                check.fail(key, f"expected an earlier stage's number, another experiment's stage "
+                                f"(<experiment>/<N>) or a poselift checkpoint file (.pt), got '{source}'")
             continue
         n = check.integer(source, key, minimum=1)
         if n >= number:

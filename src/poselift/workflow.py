@@ -19,7 +19,7 @@ from poselift.data.readers import SOURCE_OPTIONAL
 from poselift.detection import DETECTORS
 from poselift.errors import InputError
 from poselift.fingerprint import code_digest
-from poselift.experiments import (OWN_2D, baseline_name, bench_runs, evaluation_dir, experiment_names,
+from poselift.experiments import (OWN_2D, RESULTS_DIR, baseline_name, bench_runs, evaluation_dir, experiment_names,
                                   parse_experiment, prepared_path, renders_path, stage_dir)
 
 # The files `poselift report` writes, by role.
@@ -110,9 +110,26 @@ class Workflow:
               and self.imported_detections(dataset.name, detector) is None):  # neither computed nor imported
             missing.append(f"detectors.{detector}.import.{dataset.name}")
         for stage in exp.stages:  # an `init` checkpoint file no rule makes (official weights the user imports)
-            missing += [f"{path} (an init file that does not exist)" for path in exp.init_files(stage.number)
-                        if not Path(path).is_file() and f"{path} (an init file that does not exist)" not in missing]
+            for path in exp.init_files(stage.number):
+                other = self._stage_output(path)
+                if other is not None:  # another experiment's stage: what that experiment lacks
+                    missing += [m for m in self.missing_data(other) if m not in missing]
+                elif not Path(path).is_file() and f"{path} (an init file that does not exist)" not in missing:
+                    missing.append(f"{path} (an init file that does not exist)")
         return missing
+
+    def _stage_output(self, path: str) -> str | None:
+        """The experiment whose train rule makes checkpoint file ``path`` (results/<name>/stage<N>/checkpoint.pt
+        of an experiment or seeded run with a stage N), else None."""
+        parts = Path(path).parts
+        if len(parts) != 4 or Path(*parts[:1]) != RESULTS_DIR or parts[3] != "checkpoint.pt":
+            return None
+        name, stage = parts[1], parts[2]
+        try:
+            exp = self.experiment(name)
+        except InputError:
+            return None
+        return name if stage in {f"stage{n}" for n in range(1, len(exp.stages) + 1)} else None
 
     def selected(self) -> list[str]:
         """The experiments `all` builds: every one whose data the workflow can make (see missing_data), but

@@ -7,6 +7,11 @@ defaults, equal to the repository's params.yaml, when it is not given). The netw
 ``poselift import-checkpoint``) on the dataset's person crops (``--images``: ``poselift render`` or
 ``poselift crops``; :mod:`poselift.detection.network`). Output: the detections layout of
 :mod:`poselift.data.detections`, tied to the prepared file by its content hash.
+
+A network detector's outputs are kept in a content-addressed cache (:mod:`poselift.detection.cache`;
+``--cache DIR``, default ``$POSELIFT_CACHE``, else ``$SNAKEMAKE_OUTPUT_CACHE/poselift``, else
+``~/.cache/poselift``; ``--no-cache`` neither reads nor writes it): the same checkpoint, crops, prepared
+file, options, device type and code give a copy of the stored files instead of a network run.
 """
 
 from __future__ import annotations
@@ -47,6 +52,11 @@ def add_parser(sub):
     p.add_argument("--features", type=Path, metavar="OUT.h5",
                    help="network detectors: also write each crop's stride-4 feature map of the same pass (float16, "
                         "keyed by view and frame: poselift.data.features), the image tokens of Lifting by Image")
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="network detectors: the detection cache (default: $POSELIFT_CACHE, else "
+                        "$SNAKEMAKE_OUTPUT_CACHE/poselift, else $XDG_CACHE_HOME/poselift or ~/.cache/poselift)")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false",
+                   help="network detectors: neither read nor write the detection cache")
     p.set_defaults(run=run)
 
 
@@ -61,7 +71,8 @@ def run(args) -> int:
         raise InputError("--detector", f"unknown detector '{args.detector}' (known: {', '.join(DETECTORS)})")
     if args.seed < 0:
         raise InputError("--seed", f"must be >= 0 (got {args.seed})")
-    if getattr(DETECTORS[args.detector], "reads_images", False):
+    network = getattr(DETECTORS[args.detector], "reads_images", False)
+    if network:
         for option in ("checkpoint", "images"):
             if getattr(args, option) is None:
                 raise InputError(f"--{option}", f"required by the network detector '{args.detector}'")
@@ -76,13 +87,33 @@ def run(args) -> int:
             raise InputError("--features", f"only network detectors compute feature maps, not '{args.detector}'")
         if args.precision != "fp32":
             raise InputError("--precision", f"only network detectors run at bf16, not '{args.detector}'")
+        if args.cache is not None:
+            raise InputError("--cache", f"only network detectors use the detection cache, not '{args.detector}'")
         detector = DETECTORS[args.detector](args.params, args.seed)
 
-    data = load_prepared(args.prepared)
+    if args.cache is not None and not args.use_cache:
+        raise InputError("--cache", "and --no-cache: give one of them")
+    prepared_hash = content_hash(args.prepared)
     crops = getattr(detector, "crops", None)
-    if crops is not None and crops.prepared and crops.prepared != content_hash(args.prepared):
+    if crops is not None and crops.prepared and crops.prepared != prepared_hash:
         raise InputError(args.images, f"rendered from another prepared file than {args.prepared} (content hash)")
-    det = Detections(detector=args.detector, dataset=data.dataset, prepared=content_hash(args.prepared),
+    outputs = {"detections": args.out, **({"features": args.features} if args.features is not None else {})}
+    cache = key = None
+    if network and args.use_cache:
+        from poselift.detection.cache import DetectionCache, default_dir
+
+        cache = DetectionCache(args.cache if args.cache is not None else default_dir())
+        key, inputs = cache_key(args, detector, prepared_hash)
+        hit = cache.fetch(key, outputs)
+        if hit is not None:
+            print(f"poselift detect: cache hit {key[:12]} ({cache.root})")
+            if args.features is not None:
+                print(f"wrote {args.features}: feature maps {hit.get('feature_shape')} per crop")
+            print(f"wrote {args.out}: {args.detector} detections for {hit.get('sequences')} sequences")
+            return 0
+
+    data = load_prepared(args.prepared)
+    det = Detections(detector=args.detector, dataset=data.dataset, prepared=prepared_hash,
                      keypoints={}, scores={}, cameras={}, params=detector.settings)
     with contextlib.ExitStack() as stack:
         if args.features is not None:  # written atomically: complete, or not at all
@@ -96,4 +127,32 @@ def run(args) -> int:
     if args.features is not None:
         print(f"wrote {args.features}: feature maps {list(detector.feature_sink.shape or ())} per crop")
     print(f"wrote {args.out}: {args.detector} detections for {len(data.sequences)} sequences")
+    if cache is not None:
+        import sys
+
+        shape = list(detector.feature_sink.shape or ()) if args.features is not None else None
+        try:
+            if cache.store(key, outputs, {"inputs": inputs, "sequences": len(data.sequences),
+                                          "feature_shape": shape}):
+                print(f"poselift detect: cached {key[:12]} ({cache.root})")
+        except OSError as e:
+            print(f"poselift: warning: detections not cached in {cache.root} ({e.strerror or e})", file=sys.stderr)
     return 0
+
+
+def cache_key(args, detector, prepared_hash: str) -> tuple[str, dict]:
+    """(key, the inputs it hashes) of a network detector's run: the checkpoint's and the crops file's bytes,
+    the prepared file's content hash, the paths and options the output records or depends on, the device
+    type, precision and torch version the floats come from, and the code fingerprint."""
+    import torch
+
+    from poselift.detection.cache import detection_key, file_digest
+    from poselift.fingerprint import code_digest
+
+    inputs = {"detector": args.detector, "checkpoint": file_digest(args.checkpoint), "images": file_digest(args.images),
+              "prepared": prepared_hash, "checkpoint_path": str(args.checkpoint), "images_path": str(args.images),
+              "flip_test": bool(args.flip_test), "channels_last": bool(args.channels_last),
+              "precision": detector.precision.name, "device": detector.device.type,
+              "batch_size": int(args.batch_size), "features": args.features is not None,
+              "torch": torch.__version__, "code": code_digest("poselift.commands.detect")}
+    return detection_key(inputs), inputs
