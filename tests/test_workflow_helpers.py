@@ -305,6 +305,32 @@ def test_a_network_detector_is_wired_to_its_experiment_and_the_renders():
     assert Workflow(p).detect_command("bandai-cpu", "mine").endswith(" --device cpu")
 
 
+def test_image_tokens_may_come_from_another_detector_than_the_2d():
+    """Lifting by Image on ground-truth 2D (the paper's ablations) with a network detector's feature maps:
+    experiment key `features`; its maps are made by that detector's detect_images_features job."""
+    p = image_params()
+    p["models"]["lbi-tiny"] = {"class": "lbi-stage1", "feature_channels": 8, "feature_size": [16, 12], "dim": 8,
+                               "heads": 2}
+    lbi = {"name": "stage1", "model": "lbi-tiny", "epochs": 1, "batch_size": 4, "lr": 1e-3,
+           "losses": {"lbi_coarse": 1.0}}
+    p["experiments"]["gt-lbi"] = {"dataset": "bandai-cpu", "features": "mine", "stages": [lbi]}
+    p["experiments"]["det-lbi"] = {"dataset": "bandai-cpu", "detector": "mine", "stages": [lbi]}
+    wf = Workflow(p, "my-params.yaml")
+    assert wf.experiment_inputs("gt-lbi") == {"prepared": "data/prepared/bandai-cpu.h5",
+                                              "crops": "data/renders/bandai-cpu.h5",
+                                              "features": "data/features/bandai-cpu/mine.h5"}  # no detections: own 2D
+    assert wf.experiment_inputs("det-lbi")["features"] == "data/features/bandai-cpu/mine.h5"
+    assert wf.missing_data("gt-lbi") == [] and wf.feature_detectors() == ["mine"] and wf.priority("gt-lbi") == 1
+    del p["render"]
+    assert Workflow(p).missing_data("gt-lbi") == ["render.bandai-cpu"]
+    p = image_params()
+    p["models"]["lbi-tiny"] = {"class": "lbi-stage1", "feature_channels": 8, "feature_size": [16, 12], "dim": 8,
+                               "heads": 2}
+    p["experiments"]["gt-lbi"] = {"dataset": "bandai-cpu", "features": "synthetic", "stages": [lbi]}
+    assert Workflow(p, "my-params.yaml").missing_data("gt-lbi") == [
+        "detectors.synthetic (a network detector, for experiments.gt-lbi.features)"]
+
+
 def test_without_renders_the_image_chain_is_left_out_and_says_so():
     p = image_params()
     del p["render"]

@@ -179,6 +179,13 @@ class Experiment:
     base: str = ""  # the experiment of params.yaml this run is (itself, or "<base>" of a run "<base>-seed<k>")
     seed_offset: int = 0  # k of a seeded run: every stage's seed + k
     bench_only: bool = False  # built by the `bench` target only, not by `all`
+    features: str = ""  # the network detector whose feature maps image tasks read ("": the 2D detector's)
+
+    @property
+    def features_detector(self) -> str | None:
+        """The detector whose stride-4 feature maps an image task reads: ``features`` when set, else the 2D
+        detector (None for the prepared file's own 2D without ``features``: there is no network to read)."""
+        return self.features or (self.detector if self.detector != OWN_2D else None)
 
     @property
     def task(self) -> str:
@@ -258,11 +265,14 @@ def parse_experiment(params: dict, name: str, path: str | os.PathLike = PARAMS) 
                                f"{SEED_RUNS_HELP if offset else ''})")
     where = f"experiments.{base}"
     exp = check.mapping(experiments[base], where)
-    check.keys(exp, where, required=("dataset", "stages"), optional=("detector", "bench_only"))
+    check.keys(exp, where, required=("dataset", "stages"), optional=("detector", "features", "bench_only"))
     bench_only = check.boolean(exp.get("bench_only", False), f"{where}.bench_only")
     dataset = _dataset(check, params, exp["dataset"], f"{where}.dataset")
     # the 2D a lifting experiment lifts (default: the prepared file's own); image tasks read pixels instead
     detector = check.string(exp.get("detector", OWN_2D), f"{where}.detector")
+    # image tokens (Lifting by Image) from another detector's feature maps than the 2D's, e.g. ground-truth 2D
+    # (the paper's ablations) with the HRNet's maps
+    features = check.string(exp["features"], f"{where}.features") if "features" in exp else ""
     stages_raw = exp["stages"]
     if not isinstance(stages_raw, list) or not stages_raw:
         raise InputError(path, f"{where}.stages: expected a non-empty list of stages")
@@ -274,7 +284,7 @@ def parse_experiment(params: dict, name: str, path: str | os.PathLike = PARAMS) 
                 for sub, source in stage.init.items()}
         stages.append(replace(stage, seed=stage.seed + offset, init=init))
     return Experiment(name=name, dataset=dataset, detector=detector, stages=tuple(stages), params_path=path,
-                      base=base, seed_offset=offset, bench_only=bench_only)
+                      base=base, seed_offset=offset, bench_only=bench_only, features=features)
 
 
 def _stage_checkpoint(params: dict, path: Path, ref: str, base: str, offset: int, where: str) -> str:

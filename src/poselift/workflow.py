@@ -109,6 +109,14 @@ class Workflow:
         elif (detector != OWN_2D and not self._image_free(detector)
               and self.imported_detections(dataset.name, detector) is None):  # neither computed nor imported
             missing.append(f"detectors.{detector}.import.{dataset.name}")
+        maps = exp.features_detector
+        if "features" in self.experiment_inputs(name) and maps != detector:  # another network's feature maps
+            if self._network(maps) is None:
+                missing.append(f"detectors.{maps} (a network detector, for experiments.{exp.base}.features)")
+            else:
+                if f"render.{dataset.name}" not in missing and dataset.name not in self.renders():
+                    missing.append(f"render.{dataset.name}")
+                missing += [m for m in self.missing_data(self._network(maps)["experiment"]) if m not in missing]
         for stage in exp.stages:  # an `init` checkpoint file no rule makes (official weights the user imports)
             for path in exp.init_files(stage.number):
                 other = self._stage_output(path)
@@ -181,7 +189,7 @@ class Workflow:
         """The network detectors whose feature maps an experiment reads (its inputs name ``features``: Lifting
         by Image): rule detect_images_features runs them with ``poselift detect --features``."""
         networks = self.network_detectors()
-        return sorted({self.experiment(name).detector for name in self.names()
+        return sorted({self.experiment(name).features_detector for name in self.names()
                        if "features" in self.experiment_inputs(name)} & set(networks))
 
     def _network(self, detector: str) -> dict | None:

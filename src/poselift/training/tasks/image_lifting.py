@@ -158,15 +158,15 @@ class ImageLiftingTask:
     @staticmethod
     def inputs(experiment) -> dict:
         """The files it reads by default: prepared (3D, splits), detections (2D), the crops (affines, labels,
-        pixels) and the detector's feature maps (data/features/<dataset>/<detector>.h5)."""
+        pixels) and the feature maps (data/features/<dataset>/<detector>.h5) of the experiment's
+        ``features`` detector, by default its 2D detector."""
         from poselift.data.features import features_path
         from poselift.experiments import renders_path
 
-        detections = experiment.detections_path()
-        return {"prepared": experiment.prepared_path(), "detections": detections,
+        maps = experiment.features_detector
+        return {"prepared": experiment.prepared_path(), "detections": experiment.detections_path(),
                 "crops": renders_path(experiment.dataset.name),
-                "features": features_path(experiment.dataset.name, experiment.detector)
-                if detections is not None else None}
+                "features": features_path(experiment.dataset.name, maps) if maps is not None else None}
 
     def __init__(self, inputs: dict, device):
         from poselift.data.crop_file import CropFile
