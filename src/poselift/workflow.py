@@ -103,9 +103,7 @@ class Workflow:
             missing.append(f"render.{dataset.name}")
         network = self._network(detector)
         if network is not None:  # detections by a network poselift trains: its experiment's data, and pixels
-            if f"render.{dataset.name}" not in missing and dataset.name not in self.renders():
-                missing.append(f"render.{dataset.name}")
-            missing += [m for m in self.missing_data(network["experiment"]) if m not in missing]
+            missing += [m for m in self._network_needs(dataset.name, network) if m not in missing]
         elif (detector != OWN_2D and not self._image_free(detector)
               and self.imported_detections(dataset.name, detector) is None):  # neither computed nor imported
             missing.append(f"detectors.{detector}.import.{dataset.name}")
@@ -114,9 +112,7 @@ class Workflow:
             if self._network(maps) is None:
                 missing.append(f"detectors.{maps} (a network detector, for experiments.{exp.base}.features)")
             else:
-                if f"render.{dataset.name}" not in missing and dataset.name not in self.renders():
-                    missing.append(f"render.{dataset.name}")
-                missing += [m for m in self.missing_data(self._network(maps)["experiment"]) if m not in missing]
+                missing += [m for m in self._network_needs(dataset.name, self._network(maps)) if m not in missing]
         for stage in exp.stages:  # an `init` checkpoint file no rule makes (official weights the user imports)
             for path in exp.init_files(stage.number):
                 other = self._stage_output(path)
@@ -125,6 +121,11 @@ class Workflow:
                 elif not Path(path).is_file() and f"{path} (an init file that does not exist)" not in missing:
                     missing.append(f"{path} (an init file that does not exist)")
         return missing
+
+    def _network_needs(self, dataset: str, network: dict) -> list[str]:
+        """What a network detector's run on ``dataset`` lacks: the dataset's crops, and its experiment's data."""
+        needs = [] if dataset in self.renders() else [f"render.{dataset}"]
+        return needs + [m for m in self.missing_data(network["experiment"]) if m not in needs]
 
     def _stage_output(self, path: str) -> str | None:
         """The experiment whose train rule makes checkpoint file ``path`` (results/<name>/stage<N>/checkpoint.pt
