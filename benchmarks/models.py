@@ -1,7 +1,7 @@
 """Size and speed of every lifting model at its paper and CPU presets.
 
     python benchmarks/models.py [--quick] [--device cpu|cuda] [--models pot,mixste-cpu] [--threads 2]
-                                [--seconds S] [--max-call-seconds C] [--json OUT]
+                                [--seconds S] [--max-call-seconds C] [--compile] [--json OUT]
 
 Presets are params.yaml's ``models`` section (names ending in ``-cpu`` are the CPU configs, the others the
 papers'). ``--models`` selects by class name (``pot``, ``mixste``, ...; see poselift.models.MODELS) or preset
@@ -25,6 +25,11 @@ name. For each preset it prints:
   step is timed at a smaller batch (a power of two) and the typical-batch time is extrapolated linearly
   (marked ``~``). The loss is MPJPE on ``pose_3d`` plus the mean square of every other output (so the
   backward pass covers every head).
+
+- ``--compile``: the same model through ``torch.compile`` (TorchInductor, :mod:`poselift.compilation`, the
+  stage key ``compile`` and ``poselift evaluate --compile``), timed at the eager run's inference and training
+  batches: compile seconds (the first call of each, in which Inductor generates and builds its kernels),
+  poses/s and ms per training step, and each as a speed-up over eager.
 
 A measurement whose single call at the smallest batch is estimated to take longer than C =
 ``--max-call-seconds`` (inference: FLOPs / the measured matmul rate; training: 3 x the measured inference
@@ -100,6 +105,10 @@ class Row:
     gemm_share: float | None = None  # achieved inference FLOP/s / the fp32 2048^2 GEMM's
     poses_per_s_bf16: float | None = None  # under bf16 autocast (None: not timed)
     gemm_share_bf16: float | None = None  # its FLOP/s / the bf16 2048^2 GEMM's
+    compile_s: float | None = None  # --compile: the compiled model's first inference call (the compile)
+    poses_per_s_compiled: float | None = None
+    compile_train_s: float | None = None  # its first training step (compiles forward and backward)
+    train_step_ms_compiled: float | None = None  # at train_batch
     notes: str = ""  # measurements skipped or timed on one call
 
 
@@ -107,11 +116,14 @@ class Row:
 
 
 def load_presets(path: Path = PARAMS) -> list[Preset]:
-    """params.yaml's model presets, each with the batch size its training stage uses."""
+    """params.yaml's lifting-model presets (2D keypoints in, 3D out), each with the batch size its training
+    stage uses. The 2D detectors (task "heatmaps": benchmarks/detectors.py) and Lifting by Image (task
+    "image_lifting", which reads image features too: benchmarks/lbi.py) have benchmarks of their own."""
     params = read_params(path)
     stages = [s for e in (params.get("experiments") or {}).values() for s in e.get("stages", [])]
     presets = []
     specs = [model_spec(params, name, path) for name in params.get("models") or {}]
+    specs = [spec for spec in specs if getattr(MODELS[spec.cls], "task", "lifting") == "lifting"]
     for spec in specs:
         kind = "cpu" if spec.preset.endswith("-cpu") else "paper"
         batch = _typical_batch(params, stages, spec, kind)
@@ -246,6 +258,22 @@ def time_inference(model, frames: int, frames_out: int, device, seconds: float,
     return batch, calls * batch * frames_out / elapsed, False
 
 
+def training_step(model, batch: int, frames: int, frames_out: int, device, optimizer, joints: int):
+    """One training step at ``batch`` (forward, MPJPE + the square of every other output, backward, step)."""
+    inputs = torch.randn(batch, frames, joints, 2, device=device) * 0.3
+    targets = torch.randn(batch, frames_out, joints, 3, device=device) * 0.2
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        out = model(inputs)
+        loss = (out["pose_3d"] - targets).norm(dim=-1).mean()  # MPJPE
+        loss = loss + sum((v.float() ** 2).mean() for k, v in out.items() if k != "pose_3d")
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def time_training(model, frames: int, frames_out: int, device, seconds: float, limit: float,
                   low: int, high: int) -> tuple[int, float, bool]:
     """(batch, seconds per training step: forward, backward, AdamW step, timed on one step only) in
@@ -255,24 +283,35 @@ def time_training(model, frames: int, frames_out: int, device, seconds: float, l
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def make(batch):
-        inputs = torch.randn(batch, frames, joints, 2, device=device) * 0.3
-        targets = torch.randn(batch, frames_out, joints, 3, device=device) * 0.2
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            out = model(inputs)
-            loss = (out["pose_3d"] - targets).norm(dim=-1).mean()  # MPJPE
-            loss = loss + sum((v.float() ** 2).mean() for k, v in out.items() if k != "pose_3d")
-            loss.backward()
-            optimizer.step()
-
-        return step
+        return training_step(model, batch, frames, frames_out, device, optimizer, joints)
 
     batch, probe = grow_batch(make, device, low, high, seconds / 2, limit)
     if probe > limit:
         return batch, probe, True  # one step: too slow to repeat
     calls, elapsed = repeat(make(batch), device, seconds)
     return batch, elapsed / calls, False
+
+
+def time_compiled(model, row: Row, device, seconds: float) -> None:
+    """``torch.compile(model)`` timed at the row's inference and training batches (fixed shapes: each new
+    shape would compile again); fills the row's compile fields."""
+    from poselift.compilation import compile_model
+
+    compiled, joints = compile_model(model, device, "--compile"), model_joints(model)
+    if row.infer_batch is not None:
+        model.eval()
+        inputs = torch.randn(row.infer_batch, row.frames_in, joints, 2, device=device) * 0.3
+        with torch.no_grad():
+            row.compile_s = timed_call(lambda: compiled(inputs), device)
+            calls, elapsed = repeat(lambda: compiled(inputs), device, seconds, warmup=seconds / 4)
+        row.poses_per_s_compiled = calls * row.infer_batch * row.frames_out / elapsed
+    if row.train_batch is not None:
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        step = training_step(compiled, row.train_batch, row.frames_in, row.frames_out, device, optimizer, joints)
+        row.compile_train_s = timed_call(step, device)
+        calls, elapsed = repeat(step, device, seconds, warmup=seconds / 4)
+        row.train_step_ms_compiled = 1e3 * elapsed / calls
 
 
 def model_joints(model) -> int:
@@ -288,7 +327,7 @@ def min_train_batch(model) -> int:
 
 
 def measure(preset: Preset, device: torch.device, rate: float | None, seconds: float, limit: float,
-            gemm: dict | None = None) -> Row:
+            gemm: dict | None = None, compiled: bool = False) -> Row:
     """Parameters, FLOPs and (unless ``rate`` is None) inference and training speed of one preset; with
     ``gemm`` ({"fp32": GFLOP/s, "bf16": GFLOP/s or None (no bf16 units)}) the inference's share of each, the
     bf16 one timed under bf16 autocast.
@@ -339,6 +378,8 @@ def measure(preset: Preset, device: torch.device, rate: float | None, seconds: f
         skipped.append(f"training timed on one step only (> {limit:g} s)")
     row.train_step_ms = 1e3 * step
     row.train_step_ms_typical = 1e3 * step * preset.train_batch / row.train_batch
+    if compiled:
+        time_compiled(model, row, device, seconds)
     return _done(row, skipped)
 
 
@@ -411,7 +452,29 @@ def table(rows: list[Row]) -> str:
              f"({DENSE_OUTPUTS} outputs from {r.frames_in + DENSE_OUTPUTS - 1} frames, no strides)"
              for r in rows if r.dense_flops_per_pose is not None]
     notes += [f"  {r.preset}: {r.notes}" for r in rows if r.notes]
-    return "\n".join(out + (["notes:"] + notes if notes else []))
+    text = "\n".join(out + (["notes:"] + notes if notes else []))
+    compiled = [r for r in rows if r.compile_s is not None or r.compile_train_s is not None]
+    if compiled:
+        text += "\n\ntorch.compile (TorchInductor) at the same batches:\n" + compile_table(compiled)
+    return text
+
+
+def compile_table(rows: list[Row]) -> str:
+    def ratio(new, old, inverse=False):
+        if new is None or old is None:
+            return "-"
+        return f"{(old / new if inverse else new / old):.2f}x"
+
+    head = ["preset", "compile", "poses/s", "vs eager", "train compile", "step", "vs eager"]
+    widths = [16, 9, 10, 10, 15, 10, 10]
+    lines = [head[0].ljust(widths[0]) + "".join(h.rjust(w) for h, w in zip(head[1:], widths[1:]))]
+    for r in rows:
+        cells = [r.preset, "-" if r.compile_s is None else f"{r.compile_s:.1f}s", si(r.poses_per_s_compiled),
+                 ratio(r.poses_per_s_compiled, r.poses_per_s),
+                 "-" if r.compile_train_s is None else f"{r.compile_train_s:.1f}s",
+                 duration(r.train_step_ms_compiled), ratio(r.train_step_ms_compiled, r.train_step_ms, inverse=True)]
+        lines.append(cells[0].ljust(widths[0]) + "".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:])))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
@@ -425,6 +488,8 @@ def main(argv=None) -> None:
                         help="skip measurements whose one call is estimated longer (default 5, --quick 0.5)")
     parser.add_argument("--flops-only", action="store_true", help="parameters and FLOPs only, no timing")
     parser.add_argument("--params", type=Path, default=PARAMS, help="params.yaml with the model presets")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each model through torch.compile (TorchInductor), with its compile time")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     seconds = args.seconds or (0.25 if args.quick else 1.5)
@@ -448,7 +513,7 @@ def main(argv=None) -> None:
           f"FLOPs = 2 x MACs (FlopCounterMode)")
     start, rows = time.perf_counter(), []
     for preset in presets:
-        rows.append(measure(preset, device, rate, seconds, limit, gemm))
+        rows.append(measure(preset, device, rate, seconds, limit, gemm, compiled=args.compile and rate is not None))
     print(table(rows))
     print(f"({time.perf_counter() - start:.0f} s; throughput = output poses/s, eval mode, no_grad; "
           f"train batch = used/typical; ~ = extrapolated linearly from the used batch)")

@@ -2,7 +2,7 @@
 
     python benchmarks/official.py [--mixste-repo DIR] [--poseformer-repo DIR] [--extra-path DIR ...]
                                   [--torchvision-without-ops] [--quick] [--threads 2] [--seconds S]
-                                  [--repeats R] [--seed N] [--profile] [--json OUT]
+                                  [--repeats R] [--seed N] [--profile] [--compile] [--json OUT]
 
 The official code is never part of poselift: the script imports it from the user's own checkouts,
 ``--mixste-repo`` (github.com/JinluZhang1126/MixSTE: ``MixSTE2`` in common/model_cross.py, which also imports
@@ -59,7 +59,10 @@ matmuls and attention; softmax, LayerNorm, GELU and other elementwise work not c
 output poses of a window. The official model is counted the same way and a note is printed where the two
 counts differ (they agree: it writes its attention as two matmuls where poselift calls
 scaled_dot_product_attention, which the counter counts as the same FLOPs).
-``--profile`` adds, per input, torch.profiler's top operators by self CPU time of one call of each model.
+``--compile`` times poselift's model through ``torch.compile`` (TorchInductor, as ``poselift evaluate
+--compile`` runs it; :mod:`poselift.compilation`) beside the official model as its code runs it, eager; the
+compiled model's output is checked against the official one like the eager one's, and the compile time of its
+first call is printed. ``--profile`` adds, per input, torch.profiler's top operators by self CPU time of one call of each model.
 ``--json OUT`` writes every figure (each round's rates too).
 
 Defaults: S = 1.5 s, R = 3, torch threads 2 (``--quick``: S = 0.25 s, R = 2). The four full-size inputs take
@@ -298,13 +301,20 @@ def profile(fn, rows: int = 8) -> str:
 
 
 def measure(cls, spec: Official, case: Case, seed: int, seconds: float, repeats: int,
-            show_profile: bool) -> Row:
+            show_profile: bool, compiled: bool = False) -> Row:
     official = build_official(cls, spec, case, seed)
-    ours = convert(official, spec, f"official {spec.cls}")
+    ours = eager = convert(official, spec, f"official {spec.cls}")
     generator = torch.Generator().manual_seed(seed + 1)
     inputs = torch.randn(case.batch, case.frames, JOINTS, 2, generator=generator) * 0.3
     with torch.no_grad():
         expected = official(inputs.clone())
+        if compiled:  # poselift's model through TorchInductor; its first call compiles
+            from poselift.compilation import compile_model
+
+            ours = compile_model(ours, "cpu", "--compile")
+            tick = time.perf_counter()
+            ours(inputs.clone())
+            print(f"{case.label}: torch.compile of poselift's model: {time.perf_counter() - tick:.1f} s", flush=True)
         got = ours(inputs.clone())["pose_3d"]
     if got.shape != expected.shape:
         raise SystemExit(f"{case.label}: poselift's output {tuple(got.shape)} is not the official "
@@ -315,7 +325,7 @@ def measure(cls, spec: Official, case: Case, seed: int, seconds: float, repeats:
     if not diff <= TOLERANCE:
         raise SystemExit(f"FAIL: {case.label}: poselift's output differs from the official model's by {diff:.3g} "
                          f"> {TOLERANCE:g}")
-    flops, poses_per_window = count_flops(ours, case.frames, JOINTS)
+    flops, poses_per_window = count_flops(eager, case.frames, JOINTS)  # the module itself, never the compiled one
     theirs = official_flops(official, case.frames)
     if abs(theirs - flops) > 1e-3 * flops:
         print(f"  note: FLOPs/window differ: official {theirs / 1e9:.4g} G, poselift {flops / 1e9:.4g} G")
@@ -387,6 +397,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, help="alternating rounds per input (default 3, --quick 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the models' initialisation and the inputs")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators")
+    parser.add_argument("--compile", action="store_true",
+                        help="time poselift's model through torch.compile (TorchInductor) beside the official one")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     seconds = args.seconds or (0.25 if args.quick else 1.5)
@@ -421,14 +433,15 @@ def main(argv=None) -> int:
     for case in QUICK_CASES if args.quick else CASES:
         if case.model in classes:
             rows.append(measure(classes[case.model], OFFICIAL[case.model], case, args.seed, seconds, repeats,
-                                args.profile))
+                                args.profile, args.compile))
     gemm_after = gemm_gflops()
     gemm = max(gemm_before, gemm_after)
     for row in rows:
         row.official_gemm_share = max(row.official_poses_per_s) * row.flops_per_pose / 1e9 / gemm
         row.poselift_gemm_share = max(row.poselift_poses_per_s) * row.flops_per_pose / 1e9 / gemm
     print(table(rows))
-    print(f"({time.perf_counter() - start:.0f} s; inference, fp32, eval mode, no_grad; poses/s: output poses "
+    print(f"({time.perf_counter() - start:.0f} s; inference, fp32, eval mode, no_grad"
+          f"{'; poselift through torch.compile, the official code eager' if args.compile else ''}; poses/s: output poses "
           f"(frames of 17 joints), best of {repeats} rounds; ratio: poselift/official, best over best; "
           f"ratio(med): median of the per-round ratios; %GEMM: achieved GFLOP/s / the 2048^2 fp32 GEMM's "
           f"{gemm:.1f} GFLOP/s (before {gemm_before:.1f}, after {gemm_after:.1f}); max|diff|: largest absolute "
@@ -439,6 +452,7 @@ def main(argv=None) -> int:
         write_json(args.json, {"torch": torch.__version__, "threads": torch.get_num_threads(),
                                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "seconds": seconds,
                                "repeats": repeats, "quick": args.quick, "seed": args.seed, "official": sources,
+                               "poselift_compiled": args.compile,
                                "versions": versions, "gemm_2048_gflops": {"before": gemm_before,
                                                                           "after": gemm_after, "used": gemm},
                                "flops": "FLOPs (2 x MACs, FlopCounterMode)", "tolerance": TOLERANCE,

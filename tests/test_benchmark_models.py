@@ -126,3 +126,10 @@ def test_inference_is_reported_as_a_share_of_the_gemm_and_bf16_is_marked_where_t
                         gemm={"fp32": 2.0, "bf16": 4.0})  # bf16 timed under autocast whatever this CPU has
     assert row.gemm_share_bf16 == pytest.approx(row.poses_per_s_bf16 * 2 * 34 * 51 / 1e9 / 4.0)
     assert "no bf16 units" not in bench.table([row])
+
+
+def test_the_shipped_presets_are_the_lifting_models_only(bench):
+    """A plain run (no --models) times every 2D-to-3D preset; the detectors and Lifting by Image, which read
+    pixels or image features, have benchmarks/detectors.py and benchmarks/lbi.py (and broke this run)."""
+    classes = {p.cls for p in bench.load_presets(bench.PARAMS)}
+    assert {"pot", "pot-ugrn", "mixste", "sta", "poseformer", "videopose3d", "martinez"} == classes

@@ -30,8 +30,8 @@ def toy(tmp_path_factory):
     return make_prepared(tmp_path_factory.mktemp("data") / "toy.h5")
 
 
-def write_params(path, stage: dict, dataset: dict | None = None):
-    params = {"datasets": {"toy": dataset or {"reader": "h36m"}}, "models": {"small": SMALL},
+def write_params(path, stage: dict, dataset: dict | None = None, model: dict | None = None):
+    params = {"datasets": {"toy": dataset or {"reader": "h36m"}}, "models": {"small": model or SMALL},
               "experiments": {"x": {"dataset": "toy", "detector": "prepared", "stages": [stage]}}}
     path.write_text(yaml.safe_dump(params))
     return path

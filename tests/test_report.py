@@ -344,3 +344,29 @@ def test_a_bad_bench_section_is_a_one_line_error_and_writes_nothing(results, tmp
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"poselift: error: {params}: ") and problem in err
     assert not (tmp_path / "r").exists()
+
+
+def test_lifting_by_images_attention_picture_is_in_the_report_and_only_where_one_was_drawn(results, tmp_path,
+                                                                                            run_cli):
+    """An evaluation with an attention.png (Lifting by Image) puts reports/attention.png, showing it, in the
+    report; without one there is no such figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    code, _, err = run_cli("report", "--results", results, "--out", tmp_path / "plain")
+    assert code == 0, err
+    assert not (tmp_path / "plain" / "attention.png").exists()
+    assert "attention.png" not in (tmp_path / "plain" / "results.md").read_text()
+
+    picture = np.zeros((60, 40, 3))
+    picture[10:30, 10:20] = (0.0, 1.0, 0.0)  # a green block the report's figure must show
+    plt.imsave(results / "a" / "evaluation" / "attention.png", picture)
+    code, _, err = run_cli("report", "--results", results, "--out", tmp_path / "lbi")
+    assert code == 0, err
+    assert "![Lifting by Image: where the keypoints look](attention.png)" in (tmp_path / "lbi" / "results.md").read_text()
+    assert 'id="attention"' in (tmp_path / "lbi" / "results.html").read_text()
+    figure = plt.imread(tmp_path / "lbi" / "attention.png")[..., :3]
+    green = (figure[..., 1] > 0.9) & (figure[..., 0] < 0.1) & (figure[..., 2] < 0.1)
+    assert green.sum() > 100  # the picture is drawn in it, not only named

@@ -70,11 +70,12 @@ STAGE_KEYS = {
     "seed": 0,
     "select": "best",  # checkpoint.pt = the best-validation epoch ("best") or the final one ("last")
     "precision": "fp32",  # forward passes in fp32, or bf16 autocast where the device has bf16 units
+    "compile": False,  # training forward passes through torch.compile (TorchInductor): poselift.compilation
 }
 OPTIMIZERS = ("adam", "adamw")
 # Keys added after results existed, left out of Stage.config() at their default: the checkpoints and the
 # workflow's params of stages that do not set them stay what they were (no retraining, last.pt resumes).
-QUIET_DEFAULTS = {"precision": "fp32"}
+QUIET_DEFAULTS = {"precision": "fp32", "compile": False}
 # A stage's ``resources``: what its Slurm job asks for (GPUs = training processes, one per GPU, under torchrun
 # when more than one; CPUs; memory; wall time). Not a training setting, so not in Stage.config(): changing it
 # neither retrains a stage nor stops last.pt from resuming. Defaults by the experiment's size: a dataset of the
@@ -153,6 +154,7 @@ class Stage:
     select: str
     options: dict  # the task's own stage keys (e.g. lifting's window, flip_augment), checked by the task
     precision: str = "fp32"  # "fp32" | "bf16" (poselift.precision)
+    compile: bool = False  # train through torch.compile (poselift.compilation)
     resources: dict = field(default_factory=lambda: dict(PAPER_RESOURCES))  # its job's {gpus, cpus, mem_gb, hours}
 
     def config(self) -> dict:
@@ -481,6 +483,7 @@ def _stage(check: _Checker, params: dict, raw, number: int, where: str,
     s["optimizer"] = check.choice(s["optimizer"], f"{where}.optimizer", OPTIMIZERS)
     s["select"] = check.choice(s["select"], f"{where}.select", ("best", "last"))
     s["precision"] = check.choice(s["precision"], f"{where}.precision", PRECISIONS)
+    s["compile"] = check.boolean(s["compile"], f"{where}.compile")
 
     schedule = check.mapping(s["schedule"], f"{where}.schedule")
     check.keys(schedule, f"{where}.schedule", required=("gamma",), optional=("every", "milestones"))

@@ -279,8 +279,8 @@ UNITS_NOTE = ("Errors in mm (MPJVE in mm/frame), averaged over actions; MPJPE (a
               "PCK@150 and AUC in %, over all frames.")
 
 
-def markdown(rows: list[dict], detectors: list[dict] = (), figures: bool = False) -> str:
-    """results.md: the tables; with ``figures``, links to the figures written beside it."""
+def markdown(rows: list[dict], detectors: list[dict] = (), figures=()) -> str:
+    """results.md: the tables, then links to ``figures`` (names of FIGURES written beside it)."""
     text = f"# Results\n\n{UNITS_NOTE}\n\n"
     groups = seed_groups(rows)
     if any(g["n"] > 1 for g in groups):
@@ -290,7 +290,8 @@ def markdown(rows: list[dict], detectors: list[dict] = (), figures: bool = False
         text += f"\n## 2D detectors\n\n{DETECTOR_NOTE}\n\n" + _markdown_table(detectors, DETECTOR_COLUMNS)
     if figures:
         text += "\n## Figures\n\n" + "".join(f"### {heading}\n\n{caption}\n\n![{heading}]({name})\n\n"
-                                             for name, (_, heading, caption) in FIGURES.items())
+                                             for name, (_, heading, caption) in FIGURES.items()
+                                             if name in figures)
     return text
 
 
@@ -395,6 +396,12 @@ FIGURES = {
                       "A few test frames, root-relative 3D in the camera's coordinates (mm): ground truth (black) "
                       "and each experiment's prediction (left limbs blue, right red, ground truth grey beneath); "
                       "each panel's title gives that frame's MPJPE."),
+    "attention.png": ("attention", "Lifting by Image: where the keypoints look",
+                      "Each Lifting-by-Image experiment's attention picture (poselift evaluate's attention.png): "
+                      "Stage 1's last-layer keypoint-to-image attention over the test crop with the median "
+                      "background share, the 30-pixel circles around the ground-truth joints (cyan) and, for "
+                      "Stage 2, the centres of the kept image tokens (green); the table's Background attention is "
+                      "the mean share outside the circles over every test crop ([L] Tables 1, 5)."),
 }
 
 
@@ -724,13 +731,42 @@ def plot_skeletons(results: list[Result], frames: int = 3, max_experiments: int 
     return fig
 
 
+def attention_pictures(results: list[Result]) -> list[tuple[str, Path]]:
+    """(experiment, its evaluation's attention.png) of the results that drew one (Lifting by Image)."""
+    return [(r.experiment, r.path.parent / "attention.png") for r in results
+            if not is_detector(r) and (r.path.parent / "attention.png").is_file()]
+
+
+def plot_attention(pictures: list[tuple[str, Path]], columns: int = 4):
+    """The attention pictures side by side, each titled with its experiment."""
+    plt = _pyplot()
+    rows = -(-len(pictures) // columns)
+    cols = min(columns, len(pictures))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, path) in zip(axes.flat, pictures):
+        try:
+            ax.imshow(plt.imread(path))
+        except (OSError, ValueError, SyntaxError) as e:  # an unreadable picture is named, not fatal
+            ax.text(0.5, 0.5, f"unreadable:\n{type(e).__name__}", ha="center", va="center")
+        ax.set_title(name, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def report_figures(results: list[Result]) -> dict[str, bytes]:
-    """Every figure of results.html as PNG bytes, by file name (FIGURES)."""
+    """Every figure of results.html as PNG bytes, by file name (FIGURES); attention.png only where a Lifting-by-
+    Image evaluation drew one."""
     lifting = [r for r in results if not is_detector(r)]
-    return {"training.png": figure_png(plot_training(results)),
-            "per_group.png": figure_png(plot_per_group(lifting)),
-            "per_action.png": figure_png(plot_per_action(lifting), dpi=110),
-            "skeletons.png": figure_png(plot_skeletons(lifting), dpi=90)}
+    figures = {"training.png": figure_png(plot_training(results)),
+               "per_group.png": figure_png(plot_per_group(lifting)),
+               "per_action.png": figure_png(plot_per_action(lifting), dpi=110),
+               "skeletons.png": figure_png(plot_skeletons(lifting), dpi=90)}
+    pictures = attention_pictures(lifting)
+    if pictures:
+        figures["attention.png"] = figure_png(plot_attention(pictures), dpi=110)
+    return figures
 
 
 def write_report(results: list[Result], out: str | os.PathLike, sheets: dict[str, bytes] | None = None) \
@@ -741,7 +777,7 @@ def write_report(results: list[Result], out: str | os.PathLike, sheets: dict[str
     out = Path(out)
     rows, detectors = table_rows(results), detector_rows(results)
     figures = report_figures(results)  # all computed before anything is written
-    files = {"results.md": markdown(rows, detectors, figures=True).encode(), "results.csv": csv_text(rows).encode(),
+    files = {"results.md": markdown(rows, detectors, figures=figures).encode(), "results.csv": csv_text(rows).encode(),
              "results.html": html_table(rows, detectors, figures, sheets).encode(),
              "metrics.json": (json.dumps(dvc_metrics(rows, detectors), indent=2) + "\n").encode(), **figures}
     return _write_files(out, files)

@@ -323,6 +323,11 @@ class Workflow:
         """The contact sheets `poselift report` draws of the renders: reports/crops-<dataset>.png."""
         return [f"reports/crops-{d}.png" for d in self.renders()]
 
+    def report_attention(self) -> list[str]:
+        """reports/attention.png, the Lifting-by-Image attention pictures, where a reported experiment is one."""
+        return ["reports/attention.png"] if any(self.experiment(n).task == "image_lifting"
+                                                for n in self.selected()) else []
+
     # --- what a job asks Slurm for ---
 
     def train_resources(self, name: str, number: int) -> dict:

@@ -27,8 +27,8 @@ all_prepared, all_detections, all_checkpoints, all_metrics = (
 report_names = wf.report_names
 bench_metrics, bench_report_names = wf.bench_metrics, wf.bench_report_names
 source_files, prepare_args = wf.source_files, wf.prepare_args
-all_renders, render_command, render_code, report_crops_args, report_sheets = (
-    wf.all_renders, wf.render_command, wf.render_code, wf.report_crops_args, wf.report_sheets)
+all_renders, render_command, render_code, report_crops_args, report_sheets, report_attention = (
+    wf.all_renders, wf.render_command, wf.render_code, wf.report_crops_args, wf.report_sheets, wf.report_attention)
 imported_detections, detect_command = wf.imported_detections, wf.detect_command
 detect_inputs = lambda w: wf.detect_inputs(w.dataset, w.detector)
 # wildcard constraints: which rule makes which file

@@ -8,7 +8,8 @@ localrules:
 
 rule report:
     """The tables (Markdown, CSV, HTML) of every experiment's evaluation, mean ± std over seeded runs, and the
-    figures a researcher reads: training curves, error per joint group, MPJPE per action, test frames in 3D.
+    figures a researcher reads: training curves, error per joint group, MPJPE per action, test frames in 3D,
+    and Lifting by Image's attention pictures.
     results.html is one page with the tables and every figure embedded."""
     input:
         all_metrics(),
@@ -23,6 +24,7 @@ rule report:
         groups=report("reports/per_group.png", caption="../report/per_group.rst", category="Results"),
         frames=report("reports/skeletons.png", caption="../report/skeletons.rst", category="Results"),
         sheets=report(report_sheets(), caption="../report/crops.rst", category="Rendered benchmark"),
+        attention=report(report_attention(), caption="../report/attention.rst", category="Results"),
     params:
         experiments=lambda w: " ".join(f"--experiment {name}" for name in report_names()),
         crops=report_crops_args(),

@@ -33,6 +33,9 @@ def add_parser(sub):
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
                    help="flip test-time averaging (default: the stage's flip_test)")
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default: the stage's batch_size)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile (TorchInductor; poselift.compilation): a compile "
+                        "first, then faster where elementwise work bounds the model; equal to float precision")
     p.add_argument("--pck-joints", choices=("all", "mpi-inf-3dhp"), default="all",
                    help="joints for 3D-PCK/AUC: all 17, or the 14 of the MPI-INF-3DHP evaluation")
     p.set_defaults(run=run)
@@ -62,12 +65,17 @@ def run(args) -> int:
 
     ckpt = read_checkpoint(checkpoint)
     model = precision.prepare(instantiate(ckpt, checkpoint, device))
+    if args.compile:
+        from poselift.compilation import compile_model
+
+        model = compile_model(model, device, "--compile")
     task = TASKS[ckpt.get("task", stage.task)](inputs, device)
     files = {name: str(path) if path is not None else None for name, path in inputs.items()}
     result, num_views, window = precision.run(
         task.evaluate, model, ckpt, checkpoint, out, args.split, batch_size, flip_test, args.pck_joints,
         inputs={"checkpoint": str(checkpoint), "model": ckpt["model"], **files, "split": args.split,
-                "flip_test": flip_test, "precision": precision.name})
+                "flip_test": flip_test, "precision": precision.name,
+                **({"compile": True} if args.compile else {})})
 
     tracker = Tracker(experiment.name, args.tracking_uri)
     run_id = tracker.start_run(f"evaluation-{args.split}", tags={"poselift.evaluation": args.split})

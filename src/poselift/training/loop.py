@@ -101,6 +101,10 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
                                resume.get("history", []), out_dir, skipped=True)
 
     amp = resolve_precision(precision or stage.precision, device)
+    if stage.compile:  # its toolchain, before any data is read
+        from poselift.compilation import check as check_compile
+
+        check_compile(device, f"{experiment.name} stage {stage.number}: compile")
     task = task_cls(inputs, device)
     seed_everything(stage.seed)
     model = build_model(stage.model.cls, stage.model.args, experiment.params_path)
@@ -130,6 +134,10 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
     task.batches.rank, task.batches.world = distributed.rank(), distributed.world_size()  # this rank's part
     _seed_rank(stage.seed, start, resume)
     net = distributed.wrap(model, device)  # DistributedDataParallel with several processes, else the model
+    if stage.compile:  # the training passes through TorchInductor; validation and checkpoints use `model`
+        from poselift.compilation import compile_model
+
+        net = compile_model(net, device, f"{experiment.name} stage {stage.number}: compile")
 
     tracker_run = None
     if tracker is not None:
@@ -144,7 +152,7 @@ def train_stage(experiment, stage, inputs: dict, out_dir: Path, init_paths: dict
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"stage {stage.number} ({stage.name}): {type(model).__name__}, {n_params:,} parameters "
         f"({n_train:,} trained), task {stage.task}: {task.describe()} ({experiment.dataset.validation_split}), "
-        f"device {device}, {amp.name}")
+        f"device {device}, {amp.name}{', torch.compile' if stage.compile else ''}")
 
     status = "FAILED"
     try:
