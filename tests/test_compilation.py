@@ -4,6 +4,7 @@ training and evaluation that match the eager ones to float precision."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -52,6 +53,10 @@ def test_a_missing_compiler_stops_training_with_one_line_and_no_output(tmp_path,
     assert not (out / "checkpoint.pt").exists() and not (out / "last.pt").exists()
 
 
+# TorchInductor's first compile in a process costs 25-45 s on 2 cores (warm cache: 7 s), which the 10-minute
+# `make test` has no room for: run it with POSELIFT_TEST_COMPILE=1 (README, Development).
+@pytest.mark.skipif(os.environ.get("POSELIFT_TEST_COMPILE") != "1",
+                    reason="a TorchInductor compile takes 25-45 s: set POSELIFT_TEST_COMPILE=1 to run it")
 @pytest.mark.skipif(compilation.missing("cpu") is not None, reason="no C++ compiler for TorchInductor here")
 def test_a_compiled_stage_trains_and_evaluates_like_the_eager_one(tmp_path, run_cli, toy):
     """The same stage eager and with compile: true (one epoch), the eager checkpoint also evaluated with
