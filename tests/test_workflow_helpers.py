@@ -232,6 +232,20 @@ def test_the_workflow_wiring_is_in_no_commands_fingerprint():
         assert wiring not in files and any(f.name == f"{command}.py" for f in files), command
 
 
+def test_fingerprints_read_the_code_without_importing_it():
+    """Every Snakemake start (and every Slurm job step, which parses the Snakefile again) digests the code of
+    all commands: finding their modules must not import them, or each start pays for torch's import."""
+    import subprocess
+
+    from poselift.workflow import COMMANDS
+
+    code = ("import sys; from poselift.workflow import COMMANDS, code_digest\n"
+            "digests = {c: code_digest(f'poselift.commands.{c}') for c in COMMANDS}\n"
+            "print(len(set(digests.values())), sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
+    assert out == [str(len(COMMANDS)), "[]\n"]  # a digest per command, and no torch module loaded
+
+
 def test_render_section_wires_the_render_rule_and_the_contact_sheets():
     p = copy.deepcopy(params())
     p["render"] = {"bandai-cpu": {"every": 60, "seed": 3, "full_frames": True}}

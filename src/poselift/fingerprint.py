@@ -12,19 +12,49 @@ import importlib.util
 from pathlib import Path
 
 
-def _module_file(name: str) -> Path | None:
+def _package_dir(root: str) -> Path | None:
+    """The folder of top-level package `root` (finding it imports nothing but `root` itself)."""
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(root)
     except (ImportError, ValueError):
         return None
-    return Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _package_imports(path: Path, package: str, root: str) -> set[str]:
+def _module_file(name: str, root: str, top: Path) -> Path | None:
+    """The source file of module `name` of package `root` (folder `top`), found on disk: importlib's
+    find_spec would import every parent package of `name` (torch with it), which made each Snakemake
+    start, and so each workflow job, seconds slower. None for a name that is no module (a class, a
+    function: `from poselift.models import MODELS` names both)."""
+    parts = name.split(".")
+    if parts[0] != root or not all(part.isidentifier() for part in parts):
+        return None
+    base = top.joinpath(*parts[1:])
+    for path in (base / "__init__.py", base.with_suffix(".py") if len(parts) > 1 else None):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+_PARSED: dict[tuple[str, str, str, str], frozenset[str]] = {}  # (path, package, root, source) -> names
+
+
+def _package_imports(path: Path, package: str, root: str) -> frozenset[str]:
     """Names of the modules of top-level package `root` that module file `path` (of `package`) imports,
-    anywhere in it (also inside functions), or names in a string (a module loaded with importlib)."""
+    anywhere in it (also inside functions), or names in a string (a module loaded with importlib). Kept by
+    source text: the workflow digests nine commands that share most of their modules."""
+    source = path.read_text()
+    key = (str(path), package, root, source)
+    if key not in _PARSED:
+        _PARSED[key] = frozenset(_parse_imports(source, path, package, root))
+    return _PARSED[key]
+
+
+def _parse_imports(source: str, path: Path, package: str, root: str) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source, str(path))):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -43,13 +73,16 @@ def _package_imports(path: Path, package: str, root: str) -> set[str]:
 def source_files(*modules: str, root: str = "poselift") -> list[Path]:
     """The source files of `modules` and of every `root` module they import (transitively), plus the data
     files beside them (e.g. the Bandai manifest), sorted."""
+    top = _package_dir(root)
+    if top is None:
+        return []
     seen, todo, files = set(), list(modules), {}
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        path = _module_file(name)
+        path = _module_file(name, root, top)
         if path is None:
             continue
         files[path] = True
@@ -63,7 +96,7 @@ def source_files(*modules: str, root: str = "poselift") -> list[Path]:
 
 def code_digest(*modules: str, root: str = "poselift") -> str:
     """SHA-256 of :func:`source_files` of `modules` (their paths below `root`'s folder and their bytes)."""
-    top = _module_file(root).parent
+    top = _package_dir(root)
     digest = hashlib.sha256()
     for path in source_files(*modules, root=root):
         digest.update(str(path.relative_to(top.parent)).encode())
