@@ -15,7 +15,7 @@ export POSELIFT_BANDAI_MIRROR ?= $(abspath ../shared/data/bandai-namco)
 # the pinned upstream files and checks them against the shipped manifest.
 export POSELIFT_MAKEHUMAN_ASSETS ?= $(abspath ../shared/data/makehuman)
 
-.PHONY: run test bench venv clean mlflow-ui
+.PHONY: run test bench venv bytecode clean mlflow-ui
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -24,15 +24,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -qq --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
+# poselift's own modules byte-compiled: the editable install leaves them to the first import, and where
+# PYTHONDONTWRITEBYTECODE is set every process (each workflow job, each CLI call of the tests) compiles them
+# again. Only files changed since are recompiled.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q src
+
 # The suite in two (up to four) worker processes, each test file on one worker: much of it waits on
 # subprocesses (Snakemake, Slurm, DVC, an MLflow server), and each test runs torch on one thread.
-test: $(STAMP)
+test: bytecode
 	$(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile
 
 # The workflow (Snakefile) on the embedded default: every experiment of params.yaml whose data can be made
 # here (the open benchmark's, CPU-sized; the Human3.6M ones need their sources set), on this machine's CPU,
 # then the self-contained HTML report. Snakemake's jobs call `poselift`, hence the venv first on PATH.
-run: $(STAMP)
+run: bytecode
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local all
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --report reports/report.html
 	$(BIN)/poselift info data/prepared/bandai-cpu.h5
@@ -47,7 +53,7 @@ mlflow-ui: $(STAMP)
 
 # The longer bench target (params.yaml `bench`: ablations with seeds, Table V, Lifting-by-Image sweeps), about
 # 100 minutes on 2 cores (measured); it includes `all`. Its tables: reports/bench/bench.md and .html.
-bench: $(STAMP)
+bench: bytecode
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local bench
 	cat reports/bench/bench.md
 
