@@ -52,7 +52,7 @@ mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 # The longer bench target (params.yaml `bench`: ablations with seeds, Table V, Lifting-by-Image sweeps), about
-# 100 minutes on 2 cores (measured); it includes `all`. Its tables: reports/bench/bench.md and .html.
+# 105 minutes on 2 cores from a fresh clone (measured); it includes `all`. Its tables: reports/bench/bench.md and .html.
 bench: bytecode
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local bench
 	cat reports/bench/bench.md
